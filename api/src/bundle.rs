@@ -1,0 +1,465 @@
+//! The bundle format: what the operator writes per target and the sidecar enforces.
+//!
+//! Per target, two objects named `turnpike-<target>`:
+//! - a Secret whose data key [`KEYS_FILE`] holds a [`KeyBundle`] (key id -> argon2id
+//!   hash, scopes, limits, quota, expiry, revoked flag), and
+//! - a ConfigMap whose data key [`POLICY_FILE`] holds a [`PolicyBundle`] (the merged
+//!   access, rate-limit and CORS policy).
+//!
+//! Both are JSON with a format version and a content hash (SHA-256 of the canonical
+//! serialisation), so a sidecar can tell a torn or corrupted file from a new bundle. The
+//! two data keys differ so both objects can be projected into one volume.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    duration::Duration,
+    hash::PhcHash,
+    token::KeyId,
+    types::{
+        BackendKind, Bucket, CredentialSource, DefaultAction, FailureMode, Method, Mode,
+    },
+};
+
+/// Version of the bundle format. A sidecar refuses bundles of another format.
+pub const FORMAT: u32 = 1;
+/// Secret data key holding the [`KeyBundle`].
+pub const KEYS_FILE: &str = "keys.json";
+/// ConfigMap data key holding the [`PolicyBundle`].
+pub const POLICY_FILE: &str = "policy.json";
+
+/// Name of the Secret and ConfigMap of a target.
+pub fn object_name(target: &str) -> String {
+    format!("turnpike-{target}")
+}
+
+/// The keys a target accepts (the Secret payload).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyBundle {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// SHA-256 (hex) of this bundle serialised with an empty `contentHash`.
+    pub content_hash: String,
+    /// Namespace of the target.
+    pub namespace: String,
+    /// Target name.
+    pub target: String,
+    /// Session epoch: raising it invalidates every sidecar's verified-key cache at once.
+    pub epoch: u64,
+    /// Keys by id.
+    pub keys: BTreeMap<KeyId, KeyEntry>,
+}
+
+/// One key as the sidecar sees it. Never holds a token; `Debug` of the hashes is masked.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyEntry {
+    /// Name of the ApiKey resource (for audit records and Events).
+    pub name: String,
+    /// Owner text from the ApiKey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Accepted secrets: the current one first, then a rotated-out one during its grace
+    /// period.
+    pub secrets: Vec<SecretEntry>,
+    /// Scopes held, sorted and without duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Per-key bucket override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Bucket>,
+    /// Daily quota override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_quota: Option<u64>,
+    /// Expiry, seconds since the Unix epoch (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Revoked keys are refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
+    /// Fingerprint of this entry (SHA-256 prefix, hex): a sidecar drops cached
+    /// verifications of a key whose fingerprint changed.
+    pub fingerprint: String,
+}
+
+/// One accepted secret of a key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretEntry {
+    /// argon2id PHC string.
+    pub hash: PhcHash,
+    /// For a rotated-out secret: last instant it is accepted (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+}
+
+/// Policy of a target (the ConfigMap payload).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyBundle {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// SHA-256 (hex) of this bundle serialised with an empty `contentHash`.
+    pub content_hash: String,
+    /// Namespace of the target.
+    pub namespace: String,
+    /// Target name.
+    pub target: String,
+    /// Credentials, public routes and scope rules.
+    pub access: AccessConfig,
+    /// Limits, quotas, lockout, abuse and overload settings.
+    pub rate_limit: RateLimitConfig,
+    /// CORS, if a CorsPolicy applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsConfig>,
+    /// Names of the policies this bundle was compiled from, by kind.
+    pub sources: Sources,
+}
+
+/// Which policy of each kind is in force for the target.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sources {
+    /// AccessPolicy name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_policy: Option<String>,
+    /// RateLimitPolicy name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_policy: Option<String>,
+    /// CorsPolicy name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_policy: Option<String>,
+}
+
+/// A route match in compiled form.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Methods; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<Method>,
+    /// Path pattern (see [`crate::route::PathPattern`]); validated by the compiler.
+    pub path: String,
+}
+
+/// Access settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Accepted credential sources.
+    pub credentials: Vec<CredentialSource>,
+    /// Routes that need no key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public: Vec<RouteSpec>,
+    /// Rules in order; the first match decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
+    /// Authenticated requests matching no rule.
+    pub default_action: DefaultAction,
+}
+
+impl Default for AccessConfig {
+    /// Without an AccessPolicy: both credential sources, no public route, no rules,
+    /// deny by default (DESIGN.md: routes matching no rule are denied).
+    fn default() -> Self {
+        Self {
+            credentials: vec![CredentialSource::ApiKeyHeader, CredentialSource::Bearer],
+            public: Vec::new(),
+            rules: Vec::new(),
+            default_action: DefaultAction::Deny,
+        }
+    }
+}
+
+/// A scope rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    /// What the rule matches.
+    #[serde(rename = "match")]
+    pub matches: RouteSpec,
+    /// Scopes required (all), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// Rate-limit settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Enforce or dry run.
+    pub mode: Mode,
+    /// Default per-key bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_key: Option<Bucket>,
+    /// Per-IP bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_ip: Option<Bucket>,
+    /// Default daily quota per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_quota: Option<u64>,
+    /// Per-route buckets, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteLimitSpec>,
+    /// Lockout settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout: Option<LockoutSpec>,
+    /// Abuse cooldown settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<AbuseSpec>,
+    /// In-flight limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// Counters backend.
+    pub backend: BackendSpec,
+    /// Hide `X-RateLimit-*`/`RateLimit*` headers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hide_limit_headers: bool,
+}
+
+/// A per-route limit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteLimitSpec {
+    /// What the limit matches.
+    #[serde(rename = "match")]
+    pub matches: RouteSpec,
+    /// Per-key bucket on this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_key: Option<Bucket>,
+    /// Per-IP bucket on this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_ip: Option<Bucket>,
+}
+
+/// Lockout.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LockoutSpec {
+    /// Failures that lock.
+    pub max_failures: u32,
+    /// Counting window.
+    pub window: Duration,
+    /// Lock duration.
+    pub duration: Duration,
+}
+
+/// Abuse cooldown.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AbuseSpec {
+    /// 404s tolerated per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_not_found: Option<u32>,
+    /// 400s tolerated per window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bad_request: Option<u32>,
+    /// Counting window.
+    pub window: Duration,
+    /// Cooldown length.
+    pub cooldown: Duration,
+}
+
+/// Counters backend.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Local or Redis.
+    #[serde(rename = "type")]
+    pub kind: BackendKind,
+    /// For Redis: Secret name and data key holding the URL. The URL itself is never in
+    /// the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Data key in that Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    /// Behaviour when the backend is unreachable.
+    pub failure_mode: FailureMode,
+}
+
+impl Default for BackendSpec {
+    fn default() -> Self {
+        Self {
+            kind: BackendKind::Local,
+            secret_name: None,
+            secret_key: None,
+            failure_mode: FailureMode::Open,
+        }
+    }
+}
+
+/// CORS settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins: exact, `https://*.example.com`, or `*`.
+    pub allow_origins: Vec<String>,
+    /// Allowed methods.
+    pub allow_methods: Vec<Method>,
+    /// Allowed request headers (lower case).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Exposed response headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Credentials allowed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    /// Preflight cache lifetime in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
+}
+
+/// Why a bundle file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Not JSON of the expected shape.
+    #[error("{file}: not a valid bundle: {message}")]
+    Parse {
+        /// Which data key.
+        file: &'static str,
+        /// What is wrong (no values echoed).
+        message: String,
+    },
+    /// Another format version.
+    #[error("{file}: bundle format {found} is not supported (this build reads format {FORMAT})")]
+    Format {
+        /// Which data key.
+        file: &'static str,
+        /// Format found.
+        found: u32,
+    },
+    /// Content hash does not match (torn write or tampering).
+    #[error("{file}: content hash mismatch (torn or modified file)")]
+    Hash {
+        /// Which data key.
+        file: &'static str,
+    },
+    /// Keys and policy belong to different targets.
+    #[error("keys are for {keys} but the policy is for {policy}")]
+    Mismatch {
+        /// namespace/target of the keys.
+        keys: String,
+        /// namespace/target of the policy.
+        policy: String,
+    },
+}
+
+/// Bundles that carry a content hash.
+pub trait Sealed: Serialize + Sized {
+    /// Data key the bundle lives under.
+    const FILE: &'static str;
+    /// Mutable access to the content hash field.
+    fn content_hash_mut(&mut self) -> &mut String;
+    /// The content hash field.
+    fn content_hash(&self) -> &str;
+    /// The format field.
+    fn format(&self) -> u32;
+
+    /// Computes and stores the content hash.
+    fn seal(&mut self) {
+        *self.content_hash_mut() = String::new();
+        let digest = digest_json(self);
+        *self.content_hash_mut() = digest;
+    }
+
+    /// Canonical JSON (what the operator writes).
+    fn to_json(&self) -> String {
+        // Serialising plain data structures with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn digest_json<T: Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    hex(&Sha256::digest(&bytes))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+/// Parses and checks a bundle file: shape, format, content hash.
+pub fn parse<T>(text: &str) -> Result<T, BundleError>
+where
+    T: Sealed + for<'de> Deserialize<'de> + Clone,
+{
+    let value: T = serde_json::from_str(text).map_err(|e| BundleError::Parse {
+        file: T::FILE,
+        message: format!("line {} column {}: {}", e.line(), e.column(), category(&e)),
+    })?;
+    if value.format() != FORMAT {
+        return Err(BundleError::Format {
+            file: T::FILE,
+            found: value.format(),
+        });
+    }
+    let mut copy = value.clone();
+    copy.seal();
+    if copy.content_hash() != value.content_hash() {
+        return Err(BundleError::Hash { file: T::FILE });
+    }
+    Ok(value)
+}
+
+fn category(e: &serde_json::Error) -> String {
+    // serde_json messages may quote input ("invalid value: string \"...\""); keep only
+    // the category so a hash in a malformed file never reaches a log line.
+    match e.classify() {
+        serde_json::error::Category::Io => "I/O error".into(),
+        serde_json::error::Category::Syntax => "syntax error".into(),
+        serde_json::error::Category::Eof => "unexpected end of file".into(),
+        serde_json::error::Category::Data => "unexpected field or value".into(),
+    }
+}
+
+impl Sealed for KeyBundle {
+    const FILE: &'static str = KEYS_FILE;
+    fn content_hash_mut(&mut self) -> &mut String {
+        &mut self.content_hash
+    }
+    fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+
+impl Sealed for PolicyBundle {
+    const FILE: &'static str = POLICY_FILE;
+    fn content_hash_mut(&mut self) -> &mut String {
+        &mut self.content_hash
+    }
+    fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+    fn format(&self) -> u32 {
+        self.format
+    }
+}
+
+impl KeyEntry {
+    /// Recomputes [`KeyEntry::fingerprint`] from the other fields.
+    pub fn refresh_fingerprint(&mut self) {
+        self.fingerprint = String::new();
+        let full = digest_json(self);
+        self.fingerprint = full.chars().take(16).collect();
+    }
+}
+
+/// Checks that keys and policy belong to the same target.
+pub fn check_pair(keys: &KeyBundle, policy: &PolicyBundle) -> Result<(), BundleError> {
+    if keys.namespace != policy.namespace || keys.target != policy.target {
+        return Err(BundleError::Mismatch {
+            keys: format!("{}/{}", keys.namespace, keys.target),
+            policy: format!("{}/{}", policy.namespace, policy.target),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! Turnpike's shared vocabulary: the custom resource types, the token format, key
+//! hashing, the bundle format and the compiler from resources to bundles.
+//!
+//! Everything here is pure (no I/O, no clock reads): the operator, the sidecar's
+//! local mode and the `kubectl-turnpike` CLI all call the same functions.
+#![forbid(unsafe_code)]
+
+pub mod hash;
+pub mod token;
+pub mod duration;
+pub mod types;
+pub mod crd;
+pub mod manifest;
+pub mod route;
+pub mod bundle;
+pub mod validate;
+pub mod compiler;

@@ -1,0 +1,13 @@
+//! Custom resource types (group `turnpike.dev`, version `v1alpha1`).
+
+mod access;
+mod apikey;
+mod common;
+mod cors;
+mod ratelimit;
+
+pub use access::*;
+pub use apikey::*;
+pub use common::*;
+pub use cors::*;
+pub use ratelimit::*;
