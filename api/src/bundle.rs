@@ -19,9 +19,7 @@ use crate::{
     duration::Duration,
     hash::PhcHash,
     token::KeyId,
-    types::{
-        BackendKind, Bucket, CredentialSource, DefaultAction, FailureMode, Method, Mode,
-    },
+    types::{BackendKind, Bucket, CredentialSource, DefaultAction, FailureMode, Method, Mode},
 };
 
 /// Version of the bundle format. A sidecar refuses bundles of another format.

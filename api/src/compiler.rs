@@ -13,9 +13,9 @@ use kube::ResourceExt;
 
 use crate::{
     bundle::{
-        AbuseSpec, AccessConfig, BackendSpec, CorsConfig, FORMAT, KeyBundle, KeyEntry,
-        LockoutSpec, PolicyBundle, RateLimitConfig, RouteLimitSpec, RouteSpec, RuleSpec,
-        Sealed, SecretEntry, Sources,
+        AbuseSpec, AccessConfig, BackendSpec, CorsConfig, FORMAT, KeyBundle, KeyEntry, LockoutSpec,
+        PolicyBundle, RateLimitConfig, RouteLimitSpec, RouteSpec, RuleSpec, Sealed, SecretEntry,
+        Sources,
     },
     hash::PhcHash,
     token::KeyId,
@@ -173,16 +173,44 @@ fn age_key<K: ResourceExt>(r: &K) -> AgeKey {
 pub fn compile(inputs: &Inputs<'_>) -> Output {
     let mut outcomes = Vec::new();
 
-    let access = validated(inputs.access_policies, Kind::AccessPolicy, check_access, &mut outcomes);
-    let rate = validated(inputs.rate_limit_policies, Kind::RateLimitPolicy, check_rate, &mut outcomes);
-    let cors = validated(inputs.cors_policies, Kind::CorsPolicy, check_cors, &mut outcomes);
+    let access = validated(
+        inputs.access_policies,
+        Kind::AccessPolicy,
+        check_access,
+        &mut outcomes,
+    );
+    let rate = validated(
+        inputs.rate_limit_policies,
+        Kind::RateLimitPolicy,
+        check_rate,
+        &mut outcomes,
+    );
+    let cors = validated(
+        inputs.cors_policies,
+        Kind::CorsPolicy,
+        check_cors,
+        &mut outcomes,
+    );
     let keys = compile_keys(inputs, &mut outcomes);
 
     // Every target the namespace knows about.
     let mut targets: BTreeSet<String> = inputs.extra_targets.iter().cloned().collect();
-    targets.extend(access.iter().filter_map(|(p, _)| p.spec.target_ref.as_ref()).map(|t| t.name.clone()));
-    targets.extend(rate.iter().filter_map(|(p, _)| p.spec.target_ref.as_ref()).map(|t| t.name.clone()));
-    targets.extend(cors.iter().filter_map(|(p, _)| p.spec.target_ref.as_ref()).map(|t| t.name.clone()));
+    targets.extend(
+        access
+            .iter()
+            .filter_map(|(p, _)| p.spec.target_ref.as_ref())
+            .map(|t| t.name.clone()),
+    );
+    targets.extend(
+        rate.iter()
+            .filter_map(|(p, _)| p.spec.target_ref.as_ref())
+            .map(|t| t.name.clone()),
+    );
+    targets.extend(
+        cors.iter()
+            .filter_map(|(p, _)| p.spec.target_ref.as_ref())
+            .map(|t| t.name.clone()),
+    );
     for k in &keys {
         targets.extend(k.targets.iter().cloned());
     }
@@ -254,7 +282,11 @@ pub fn compile(inputs: &Inputs<'_>) -> Output {
         let list: Vec<String> = if k.all_targets {
             targets.iter().cloned().collect()
         } else {
-            k.targets.iter().filter(|t| targets.contains(*t)).cloned().collect()
+            k.targets
+                .iter()
+                .filter(|t| targets.contains(*t))
+                .cloned()
+                .collect()
         };
         outcomes.push(ResourceOutcome {
             kind: Kind::ApiKey,
@@ -305,7 +337,12 @@ impl Selection {
         self.winners.get(target).copied()
     }
 
-    fn report<R: ResourceExt, C>(&self, kind: Kind, items: &[(&R, C)], outcomes: &mut Vec<ResourceOutcome>) {
+    fn report<R: ResourceExt, C>(
+        &self,
+        kind: Kind,
+        items: &[(&R, C)],
+        outcomes: &mut Vec<ResourceOutcome>,
+    ) {
         for (i, (item, _)) in items.iter().enumerate() {
             let outcome = match self.losers.get(&i) {
                 Some((w, lost)) => Outcome::Conflicted {
@@ -619,7 +656,10 @@ fn compile_keys(inputs: &Inputs<'_>, outcomes: &mut Vec<ResourceOutcome>) -> Vec
     out
 }
 
-fn compile_key(key: &ApiKey, material: Option<&KeyMaterial>) -> Result<Option<CompiledKey>, String> {
+fn compile_key(
+    key: &ApiKey,
+    material: Option<&KeyMaterial>,
+) -> Result<Option<CompiledKey>, String> {
     let s = &key.spec;
     let mut targets = BTreeSet::new();
     for t in &s.targets {
@@ -637,7 +677,8 @@ fn compile_key(key: &ApiKey, material: Option<&KeyMaterial>) -> Result<Option<Co
         Some(text) => Some(
             text.parse::<jiff::Timestamp>()
                 .map_err(|_| {
-                    "expiresAt must be an RFC 3339 timestamp such as 2027-06-30T00:00:00Z".to_string()
+                    "expiresAt must be an RFC 3339 timestamp such as 2027-06-30T00:00:00Z"
+                        .to_string()
                 })?
                 .as_second(),
         ),

@@ -24,7 +24,9 @@ pub struct Duration {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
     /// Not of the form `<number><unit>`.
-    #[error("invalid duration {0:?}: expected a number followed by ms, s, m or h, e.g. 500ms, 1s, 5m, 1h")]
+    #[error(
+        "invalid duration {0:?}: expected a number followed by ms, s, m or h, e.g. 500ms, 1s, 5m, 1h"
+    )]
     Syntax(String),
     /// Larger than [`MAX_DURATION_MS`].
     #[error("invalid duration {0:?}: longer than 366 days")]
@@ -186,13 +188,28 @@ mod tests {
             ("0s", 0),
         ];
         for (text, ms) in cases {
-            assert_eq!(text.parse::<Duration>(), Ok(Duration::from_millis(ms)), "{text}");
+            assert_eq!(
+                text.parse::<Duration>(),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn refuses_bad_forms_with_a_clear_message() {
-        for bad in ["", "5", "m", "5x", "1.5s", "-1s", "1 s", "1d", "10000000000s", "9999h"] {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "1.5s",
+            "-1s",
+            "1 s",
+            "1d",
+            "10000000000s",
+            "9999h",
+        ] {
             let err = bad.parse::<Duration>().expect_err(bad);
             assert!(err.to_string().contains("invalid duration"), "{bad}: {err}");
         }

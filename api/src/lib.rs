@@ -5,13 +5,13 @@
 //! local mode and the `kubectl-turnpike` CLI all call the same functions.
 #![forbid(unsafe_code)]
 
-pub mod hash;
-pub mod token;
-pub mod duration;
-pub mod types;
+pub mod bundle;
+pub mod compiler;
 pub mod crd;
+pub mod duration;
+pub mod hash;
 pub mod manifest;
 pub mod route;
-pub mod bundle;
+pub mod token;
+pub mod types;
 pub mod validate;
-pub mod compiler;

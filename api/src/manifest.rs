@@ -87,11 +87,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ManifestError> {
 }
 
 fn parse_with_origin(text: &str, origin: &str) -> Result<Vec<Resource>, ManifestError> {
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
-            origin: origin.to_string(),
-            message: yaml_message(&e.to_string()),
-        })?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
+        origin: origin.to_string(),
+        message: yaml_message(&e.to_string()),
+    })?;
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
         let index = i + 1;
@@ -164,11 +163,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Resource>, ManifestError> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml" | "yml")
-                )
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
         })
         .collect();
     files.sort();
@@ -201,9 +196,11 @@ mod tests {
         let text = "apiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: k}\nspec: {keyId: 7k2m9q4xw3ab, hash: 12345, revoked: maybe}\n";
         let err = parse_documents(text).unwrap_err().to_string();
         assert!(err.contains("document 1 (ApiKey k)"), "{err}");
-        let err = parse_documents("apiVersion: turnpike.dev/v1beta9\nkind: ApiKey\nmetadata: {name: k}\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse_documents(
+            "apiVersion: turnpike.dev/v1beta9\nkind: ApiKey\nmetadata: {name: k}\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown Turnpike kind"), "{err}");
         let err = parse_documents("key: [unclosed\nsecret: tpk_aaaaaaaaaaaa_zzz\n")
             .unwrap_err()

@@ -13,7 +13,9 @@ pub enum PatternError {
     #[error("path pattern {0:?}: `*` must be a whole segment and `**` only the last one")]
     Wildcard(String),
     /// Characters that cannot appear in a normalised path.
-    #[error("path pattern {0:?} contains characters not allowed in a path (`?`, `#`, `%`, `\\`, spaces or control characters)")]
+    #[error(
+        "path pattern {0:?} contains characters not allowed in a path (`?`, `#`, `%`, `\\`, spaces or control characters)"
+    )]
     Chars(String),
     /// `.` or `..` segments never survive normalisation, so they could never match.
     #[error("path pattern {0:?} contains a `.` or `..` segment")]
@@ -163,7 +165,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_patterns() {
-        for bad in ["orders", "/a/**/b", "/a*", "/a/b*c", "/a?b", "/a%2Fb", "/a/../b", "/a b", "/a\\b"] {
+        for bad in [
+            "orders", "/a/**/b", "/a*", "/a/b*c", "/a?b", "/a%2Fb", "/a/../b", "/a b", "/a\\b",
+        ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
     }

@@ -27,7 +27,8 @@ pub fn scope(s: &str) -> Result<(), String> {
     let mut bytes = s.bytes();
     let ok = s.len() <= 128
         && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'));
+        && bytes
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -105,9 +106,8 @@ pub fn origin(o: &str) -> Result<(), String> {
 pub fn header(h: &str) -> Result<(), String> {
     let ok = !h.is_empty()
         && h.len() <= 128
-        && h.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b)
-        });
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b));
     if ok {
         Ok(())
     } else {

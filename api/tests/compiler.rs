@@ -38,7 +38,11 @@ impl Set {
         s
     }
 
-    fn compile_with(&self, material: &BTreeMap<String, KeyMaterial>, extra: &[String]) -> turnpike_api::compiler::Output {
+    fn compile_with(
+        &self,
+        material: &BTreeMap<String, KeyMaterial>,
+        extra: &[String],
+    ) -> turnpike_api::compiler::Output {
         compile(&Inputs {
             namespace: "shop",
             api_keys: &self.keys,
@@ -72,7 +76,10 @@ fn canonical_example_placeholder_hash_is_reported_not_compiled() {
     // The policies still compile for the target.
     let orders = &out.bundles["orders"];
     assert!(orders.keys.keys.is_empty());
-    assert_eq!(orders.policy.sources.access_policy.as_deref(), Some("orders"));
+    assert_eq!(
+        orders.policy.sources.access_policy.as_deref(),
+        Some("orders")
+    );
 }
 
 #[test]
@@ -83,7 +90,10 @@ fn canonical_example_compiles_field_by_field() {
 
     // Secret payload.
     let k: &KeyBundle = &b.keys;
-    assert_eq!((k.format, k.namespace.as_str(), k.target.as_str(), k.epoch), (bundle::FORMAT, "shop", "orders", 7));
+    assert_eq!(
+        (k.format, k.namespace.as_str(), k.target.as_str(), k.epoch),
+        (bundle::FORMAT, "shop", "orders", 7)
+    );
     let id = KeyId::parse("7k2m9q4xw3ab").unwrap();
     let e = &k.keys[&id];
     assert_eq!(e.name, "billing");
@@ -93,53 +103,133 @@ fn canonical_example_compiles_field_by_field() {
     assert_eq!(e.secrets[0].hash.as_str(), HASH_A);
     assert_eq!(e.secrets[0].not_after, None);
     assert_eq!(e.daily_quota, Some(50_000));
-    assert_eq!(e.rate_limit, Some(Bucket { rate: 50, per: "1s".parse().unwrap(), burst: 100 }));
+    assert_eq!(
+        e.rate_limit,
+        Some(Bucket {
+            rate: 50,
+            per: "1s".parse().unwrap(),
+            burst: 100
+        })
+    );
     assert_eq!(e.expires_at, Some(1_814_313_600)); // 2027-06-30T00:00:00Z
     assert!(!e.revoked);
     assert_eq!(e.fingerprint.len(), 16);
 
     // ConfigMap payload.
     let p: &PolicyBundle = &b.policy;
-    assert_eq!(p.access.credentials, [CredentialSource::ApiKeyHeader, CredentialSource::Bearer]);
+    assert_eq!(
+        p.access.credentials,
+        [CredentialSource::ApiKeyHeader, CredentialSource::Bearer]
+    );
     assert_eq!(p.access.public.len(), 1);
     assert_eq!(p.access.public[0].path, "/healthz");
     assert!(p.access.public[0].methods.is_empty());
     assert_eq!(p.access.rules.len(), 2);
-    assert_eq!(p.access.rules[0].matches.methods, [Method::Get, Method::Head]);
+    assert_eq!(
+        p.access.rules[0].matches.methods,
+        [Method::Get, Method::Head]
+    );
     assert_eq!(p.access.rules[0].matches.path, "/orders/**");
     assert_eq!(p.access.rules[0].scopes, ["orders:read"]);
-    assert_eq!(p.access.rules[1].matches.methods, [Method::Post, Method::Put, Method::Patch, Method::Delete]);
+    assert_eq!(
+        p.access.rules[1].matches.methods,
+        [Method::Post, Method::Put, Method::Patch, Method::Delete]
+    );
     assert_eq!(p.access.rules[1].scopes, ["orders:write"]);
     assert_eq!(p.access.default_action, DefaultAction::Deny);
 
     let r = &p.rate_limit;
     assert_eq!(r.mode, Mode::Enforce);
-    assert_eq!(r.per_key, Some(Bucket { rate: 10, per: "1s".parse().unwrap(), burst: 20 }));
-    assert_eq!(r.per_ip, Some(Bucket { rate: 50, per: "1s".parse().unwrap(), burst: 100 }));
+    assert_eq!(
+        r.per_key,
+        Some(Bucket {
+            rate: 10,
+            per: "1s".parse().unwrap(),
+            burst: 20
+        })
+    );
+    assert_eq!(
+        r.per_ip,
+        Some(Bucket {
+            rate: 50,
+            per: "1s".parse().unwrap(),
+            burst: 100
+        })
+    );
     assert_eq!(r.daily_quota, Some(10_000));
     assert_eq!(r.routes.len(), 1);
     assert_eq!(r.routes[0].matches.methods, [Method::Post]);
     assert_eq!(r.routes[0].matches.path, "/orders");
-    assert_eq!(r.routes[0].per_key, Some(Bucket { rate: 1, per: "1s".parse().unwrap(), burst: 5 }));
+    assert_eq!(
+        r.routes[0].per_key,
+        Some(Bucket {
+            rate: 1,
+            per: "1s".parse().unwrap(),
+            burst: 5
+        })
+    );
     let l = r.lockout.unwrap();
-    assert_eq!((l.max_failures, l.window.as_secs(), l.duration.as_secs()), (5, 300, 900));
+    assert_eq!(
+        (l.max_failures, l.window.as_secs(), l.duration.as_secs()),
+        (5, 300, 900)
+    );
     let a = r.abuse.unwrap();
-    assert_eq!((a.max_not_found, a.max_bad_request, a.window.as_secs(), a.cooldown.as_secs()), (Some(50), Some(20), 60, 300));
+    assert_eq!(
+        (
+            a.max_not_found,
+            a.max_bad_request,
+            a.window.as_secs(),
+            a.cooldown.as_secs()
+        ),
+        (Some(50), Some(20), 60, 300)
+    );
     assert_eq!(r.max_in_flight, Some(512));
     assert_eq!(r.backend.kind, BackendKind::Local);
     assert!(!r.hide_limit_headers);
 
     let c = p.cors.as_ref().unwrap();
-    assert_eq!(c.allow_origins, ["https://*.shop.example.com", "https://shop.example.com"]);
-    assert_eq!(c.allow_methods, [Method::Get, Method::Post, Method::Put, Method::Delete]);
-    assert_eq!(c.allow_headers, ["authorization", "content-type", "x-api-key"]);
-    assert_eq!(c.expose_headers, ["retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]);
+    assert_eq!(
+        c.allow_origins,
+        ["https://*.shop.example.com", "https://shop.example.com"]
+    );
+    assert_eq!(
+        c.allow_methods,
+        [Method::Get, Method::Post, Method::Put, Method::Delete]
+    );
+    assert_eq!(
+        c.allow_headers,
+        ["authorization", "content-type", "x-api-key"]
+    );
+    assert_eq!(
+        c.expose_headers,
+        [
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset"
+        ]
+    );
     assert!(c.allow_credentials);
     assert_eq!(c.max_age_secs, Some(600));
 
-    for kind in [Kind::ApiKey, Kind::AccessPolicy, Kind::RateLimitPolicy, Kind::CorsPolicy] {
-        let name = if kind == Kind::ApiKey { "billing" } else { "orders" };
-        assert_eq!(out.outcome(kind, name), Some(&Outcome::Accepted { targets: vec!["orders".into()] }), "{kind:?}");
+    for kind in [
+        Kind::ApiKey,
+        Kind::AccessPolicy,
+        Kind::RateLimitPolicy,
+        Kind::CorsPolicy,
+    ] {
+        let name = if kind == Kind::ApiKey {
+            "billing"
+        } else {
+            "orders"
+        };
+        assert_eq!(
+            out.outcome(kind, name),
+            Some(&Outcome::Accepted {
+                targets: vec!["orders".into()]
+            }),
+            "{kind:?}"
+        );
     }
 }
 
@@ -150,12 +240,23 @@ fn bundles_round_trip_and_detect_tampering() {
     let keys_json = b.keys.to_json();
     let policy_json = b.policy.to_json();
     assert_eq!(bundle::parse::<KeyBundle>(&keys_json).unwrap(), b.keys);
-    assert_eq!(bundle::parse::<PolicyBundle>(&policy_json).unwrap(), b.policy);
+    assert_eq!(
+        bundle::parse::<PolicyBundle>(&policy_json).unwrap(),
+        b.policy
+    );
     let tampered = policy_json.replace("\"orders:write\"", "\"orders:read\"");
-    assert!(matches!(bundle::parse::<PolicyBundle>(&tampered), Err(bundle::BundleError::Hash { .. })));
+    assert!(matches!(
+        bundle::parse::<PolicyBundle>(&tampered),
+        Err(bundle::BundleError::Hash { .. })
+    ));
     let other_format = keys_json.replacen("\"format\":1", "\"format\":2", 1);
-    assert!(matches!(bundle::parse::<KeyBundle>(&other_format), Err(bundle::BundleError::Format { found: 2, .. })));
-    let err = bundle::parse::<KeyBundle>(&keys_json[..keys_json.len() / 2]).unwrap_err().to_string();
+    assert!(matches!(
+        bundle::parse::<KeyBundle>(&other_format),
+        Err(bundle::BundleError::Format { found: 2, .. })
+    ));
+    let err = bundle::parse::<KeyBundle>(&keys_json[..keys_json.len() / 2])
+        .unwrap_err()
+        .to_string();
     assert!(!err.contains("argon2id"), "no hash in errors: {err}");
     // The secret and the config map never share a data key.
     assert_ne!(bundle::KEYS_FILE, bundle::POLICY_FILE);
@@ -183,14 +284,34 @@ fn same_inputs_in_any_order_give_identical_bytes() {
     }
     // alpha names payments, so payments exists and gets the namespace-wide policy.
     assert_eq!(a.bundles.keys().collect::<Vec<_>>(), ["orders", "payments"]);
-    assert_eq!(a.bundles["payments"].policy.sources.access_policy.as_deref(), Some("wide"));
-    assert_eq!(a.bundles["payments"].policy.access.default_action, DefaultAction::AllowAuthenticated);
+    assert_eq!(
+        a.bundles["payments"]
+            .policy
+            .sources
+            .access_policy
+            .as_deref(),
+        Some("wide")
+    );
+    assert_eq!(
+        a.bundles["payments"].policy.access.default_action,
+        DefaultAction::AllowAuthenticated
+    );
     // zeta has no targets: every target; scopes sorted and deduplicated.
     let zeta = &a.bundles["payments"].keys.keys[&KeyId::parse("aaaaaaaaaaaa").unwrap()];
     assert_eq!(zeta.scopes, ["a", "b"]);
     // billing is for orders only.
-    assert!(!a.bundles["payments"].keys.keys.contains_key(&KeyId::parse("7k2m9q4xw3ab").unwrap()));
-    assert_eq!(a.outcome(Kind::AccessPolicy, "wide"), Some(&Outcome::Accepted { targets: vec!["payments".into()] }));
+    assert!(
+        !a.bundles["payments"]
+            .keys
+            .keys
+            .contains_key(&KeyId::parse("7k2m9q4xw3ab").unwrap())
+    );
+    assert_eq!(
+        a.outcome(Kind::AccessPolicy, "wide"),
+        Some(&Outcome::Accepted {
+            targets: vec!["payments".into()]
+        })
+    );
 }
 
 fn at(mut r: AccessPolicy, secs: i64) -> AccessPolicy {
@@ -199,13 +320,16 @@ fn at(mut r: AccessPolicy, secs: i64) -> AccessPolicy {
 }
 
 fn access(name: &str, target: Option<&str>) -> AccessPolicy {
-    let mut p = AccessPolicy::new(name, AccessPolicySpec {
-        target_ref: target.map(|t| TargetRef { name: t.into() }),
-        credentials: vec![CredentialSource::Bearer],
-        public: vec![],
-        rules: vec![],
-        default_action: DefaultAction::Deny,
-    });
+    let mut p = AccessPolicy::new(
+        name,
+        AccessPolicySpec {
+            target_ref: target.map(|t| TargetRef { name: t.into() }),
+            credentials: vec![CredentialSource::Bearer],
+            public: vec![],
+            rules: vec![],
+            default_action: DefaultAction::Deny,
+        },
+    );
     p.metadata.namespace = Some("shop".into());
     p
 }
@@ -213,29 +337,73 @@ fn access(name: &str, target: Option<&str>) -> AccessPolicy {
 #[test]
 fn oldest_of_equals_wins_and_the_other_is_conflicted() {
     let set = Set {
-        access: vec![at(access("young", Some("orders")), 2_000), at(access("old", Some("orders")), 1_000)],
+        access: vec![
+            at(access("young", Some("orders")), 2_000),
+            at(access("old", Some("orders")), 1_000),
+        ],
         ..Set::default()
     };
     let out = set.compile();
-    assert_eq!(out.bundles["orders"].policy.sources.access_policy.as_deref(), Some("old"));
-    assert_eq!(out.outcome(Kind::AccessPolicy, "young"), Some(&Outcome::Conflicted { winner: "old".into(), targets: vec!["orders".into()] }));
-    assert_eq!(out.outcome(Kind::AccessPolicy, "old"), Some(&Outcome::Accepted { targets: vec!["orders".into()] }));
+    assert_eq!(
+        out.bundles["orders"]
+            .policy
+            .sources
+            .access_policy
+            .as_deref(),
+        Some("old")
+    );
+    assert_eq!(
+        out.outcome(Kind::AccessPolicy, "young"),
+        Some(&Outcome::Conflicted {
+            winner: "old".into(),
+            targets: vec!["orders".into()]
+        })
+    );
+    assert_eq!(
+        out.outcome(Kind::AccessPolicy, "old"),
+        Some(&Outcome::Accepted {
+            targets: vec!["orders".into()]
+        })
+    );
 }
 
 #[test]
 fn specific_beats_namespace_wide_without_conflict() {
     let set = Set {
-        access: vec![at(access("wide", None), 1), at(access("specific", Some("orders")), 2)],
+        access: vec![
+            at(access("wide", None), 1),
+            at(access("specific", Some("orders")), 2),
+        ],
         ..Set::default()
     };
     let out = set.compile_with(&BTreeMap::new(), &["web".into()]);
-    assert_eq!(out.bundles["orders"].policy.sources.access_policy.as_deref(), Some("specific"));
-    assert_eq!(out.bundles["web"].policy.sources.access_policy.as_deref(), Some("wide"));
-    assert_eq!(out.outcome(Kind::AccessPolicy, "wide"), Some(&Outcome::Accepted { targets: vec!["web".into()] }));
+    assert_eq!(
+        out.bundles["orders"]
+            .policy
+            .sources
+            .access_policy
+            .as_deref(),
+        Some("specific")
+    );
+    assert_eq!(
+        out.bundles["web"].policy.sources.access_policy.as_deref(),
+        Some("wide")
+    );
+    assert_eq!(
+        out.outcome(Kind::AccessPolicy, "wide"),
+        Some(&Outcome::Accepted {
+            targets: vec!["web".into()]
+        })
+    );
     // Two namespace-wide: the younger conflicts even where nothing is targeted yet.
-    let set = Set { access: vec![at(access("b", None), 2), at(access("a", None), 1)], ..Set::default() };
+    let set = Set {
+        access: vec![at(access("b", None), 2), at(access("a", None), 1)],
+        ..Set::default()
+    };
     let out = set.compile();
-    assert!(matches!(out.outcome(Kind::AccessPolicy, "b"), Some(Outcome::Conflicted { winner, .. }) if winner == "a"));
+    assert!(
+        matches!(out.outcome(Kind::AccessPolicy, "b"), Some(Outcome::Conflicted { winner, .. }) if winner == "a")
+    );
 }
 
 #[test]
@@ -255,7 +423,9 @@ fn invalid_resources_are_reported_and_left_out() {
 
 #[test]
 fn generated_keys_use_operator_material_and_rotation_grace() {
-    let set = Set::from_yaml("apiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: gen}\nspec: {scopes: [x]}\n");
+    let set = Set::from_yaml(
+        "apiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: gen}\nspec: {scopes: [x]}\n",
+    );
     let out = set.compile_with(&BTreeMap::new(), &["orders".into()]);
     assert_eq!(out.outcome(Kind::ApiKey, "gen"), Some(&Outcome::Pending));
     assert!(out.bundles["orders"].keys.keys.is_empty());
@@ -266,7 +436,10 @@ fn generated_keys_use_operator_material_and_rotation_grace() {
         KeyMaterial {
             key_id: id.clone(),
             hash: PhcHash::parse(HASH_A).unwrap(),
-            previous: Some(PreviousSecret { hash: PhcHash::parse(HASH_B).unwrap(), not_after: 1_900_000_000 }),
+            previous: Some(PreviousSecret {
+                hash: PhcHash::parse(HASH_B).unwrap(),
+                not_after: 1_900_000_000,
+            }),
         },
     )]);
     let out = set.compile_with(&material, &["orders".into()]);
@@ -279,9 +452,13 @@ fn generated_keys_use_operator_material_and_rotation_grace() {
 
 #[test]
 fn duplicate_key_ids_conflict() {
-    let text = format!("apiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: a}}\nspec: {{keyId: aaaaaaaaaaaa, hash: \"{HASH_A}\"}}\n---\napiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: b}}\nspec: {{keyId: aaaaaaaaaaaa, hash: \"{HASH_B}\"}}\n");
+    let text = format!(
+        "apiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: a}}\nspec: {{keyId: aaaaaaaaaaaa, hash: \"{HASH_A}\"}}\n---\napiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: b}}\nspec: {{keyId: aaaaaaaaaaaa, hash: \"{HASH_B}\"}}\n"
+    );
     let out = Set::from_yaml(&text).compile_with(&BTreeMap::new(), &["t".into()]);
-    assert!(matches!(out.outcome(Kind::ApiKey, "b"), Some(Outcome::Conflicted { winner, .. }) if winner == "a"));
+    assert!(
+        matches!(out.outcome(Kind::ApiKey, "b"), Some(Outcome::Conflicted { winner, .. }) if winner == "a")
+    );
     let k = &out.bundles["t"].keys.keys[&KeyId::parse("aaaaaaaaaaaa").unwrap()];
     assert_eq!(k.name, "a");
 }
@@ -290,9 +467,13 @@ fn duplicate_key_ids_conflict() {
 fn fingerprint_changes_with_the_entry() {
     let mut set = canonical_with_real_hash();
     let id = KeyId::parse("7k2m9q4xw3ab").unwrap();
-    let before = set.compile().bundles["orders"].keys.keys[&id].fingerprint.clone();
+    let before = set.compile().bundles["orders"].keys.keys[&id]
+        .fingerprint
+        .clone();
     set.keys[0].spec.revoked = true;
-    let after = set.compile().bundles["orders"].keys.keys[&id].fingerprint.clone();
+    let after = set.compile().bundles["orders"].keys.keys[&id]
+        .fingerprint
+        .clone();
     assert_ne!(before, after);
 }
 
@@ -308,7 +489,15 @@ fn examples_directory_compiles_with_its_real_key() {
             Resource::CorsPolicy(p) => set.cors.push(p),
         }
     }
-    assert_eq!((set.keys.len(), set.access.len(), set.rate.len(), set.cors.len()), (1, 1, 1, 1));
+    assert_eq!(
+        (
+            set.keys.len(),
+            set.access.len(),
+            set.rate.len(),
+            set.cors.len()
+        ),
+        (1, 1, 1, 1)
+    );
     let out = set.compile();
     for o in &out.outcomes {
         assert!(matches!(o.outcome, Outcome::Accepted { .. }), "{o:?}");

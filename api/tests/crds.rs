@@ -91,7 +91,9 @@ fn assert_structural(node: &Value, path: &str, problems: &mut Vec<String>) {
         problems.push(format!("{path}: no type"));
     }
     if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
-        problems.push(format!("{path}: properties and additionalProperties together"));
+        problems.push(format!(
+            "{path}: properties and additionalProperties together"
+        ));
     }
     for junction in ["anyOf", "oneOf", "allOf"] {
         if let Some(branches) = obj.get(junction).and_then(Value::as_array) {
@@ -123,16 +125,27 @@ fn every_schema_is_structural() {
         let kind = c.spec.names.kind.clone();
         let mut problems = Vec::new();
         assert_structural(&schema_of(&kind), &kind, &mut problems);
-        assert!(problems.is_empty(), "{kind} is not structural: {problems:#?}");
+        assert!(
+            problems.is_empty(),
+            "{kind} is not structural: {problems:#?}"
+        );
     }
 }
 
 #[test]
 fn names_columns_and_subresources() {
     let expected = [
-        ("ApiKey", "ak", &["Key ID", "Phase", "Scopes", "Expires", "Age"][..]),
+        (
+            "ApiKey",
+            "ak",
+            &["Key ID", "Phase", "Scopes", "Expires", "Age"][..],
+        ),
         ("AccessPolicy", "acp", &["Target", "Accepted", "Age"][..]),
-        ("RateLimitPolicy", "rlp", &["Target", "Mode", "Accepted", "Age"][..]),
+        (
+            "RateLimitPolicy",
+            "rlp",
+            &["Target", "Mode", "Accepted", "Age"][..],
+        ),
         ("CorsPolicy", "corsp", &["Target", "Accepted", "Age"][..]),
     ];
     let crds = crd::crds();
@@ -140,14 +153,22 @@ fn names_columns_and_subresources() {
         let c = crds.iter().find(|c| c.spec.names.kind == kind).unwrap();
         assert_eq!(c.spec.group, "turnpike.dev");
         assert_eq!(c.spec.scope, "Namespaced");
-        assert_eq!(c.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
+        assert_eq!(
+            c.spec.names.short_names.as_deref(),
+            Some(&[short.to_string()][..])
+        );
         assert_eq!(
             c.spec.names.categories.as_deref(),
             Some(&["turnpike".to_string()][..])
         );
         let v = &c.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
         let names: Vec<&str> = v
             .additional_printer_columns
             .iter()
@@ -159,7 +180,10 @@ fn names_columns_and_subresources() {
         }
         let top = schema_of(kind);
         let desc = top["description"].as_str().unwrap_or_default();
-        assert!(!desc.contains("Auto-generated"), "{kind} has a real description");
+        assert!(
+            !desc.contains("Auto-generated"),
+            "{kind} has a real description"
+        );
     }
 }
 
@@ -218,10 +242,8 @@ const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaG
 /// The canonical example of DESIGN.md passes every rule, placeholder hash included.
 #[test]
 fn canonical_example_is_accepted() {
-    let docs = turnpike_api::manifest::parse_documents(include_str!(
-        "fixtures/canonical.yaml"
-    ))
-    .unwrap();
+    let docs =
+        turnpike_api::manifest::parse_documents(include_str!("fixtures/canonical.yaml")).unwrap();
     assert_eq!(docs.len(), 4);
     for doc in docs {
         let value = doc.to_json().unwrap();
@@ -255,7 +277,10 @@ fn every_rule_refuses_its_bad_sample() {
         let sample = obj(&kind, spec.clone());
         match check(&kind, &sample, None) {
             Ok(()) => panic!("{kind} {spec} was accepted"),
-            Err(e) => assert!(e.contains(&expected), "{kind} {spec}: expected {expected:?} in {e}"),
+            Err(e) => assert!(
+                e.contains(&expected),
+                "{kind} {spec}: expected {expected:?} in {e}"
+            ),
         }
     }
 }
@@ -263,7 +288,8 @@ fn every_rule_refuses_its_bad_sample() {
 #[test]
 fn good_samples_pass_every_rule() {
     for (kind, spec, _) in samples("accept") {
-        check(&kind, &obj(&kind, spec.clone()), None).unwrap_or_else(|e| panic!("{kind} {spec}: {e}"));
+        check(&kind, &obj(&kind, spec.clone()), None)
+            .unwrap_or_else(|e| panic!("{kind} {spec}: {e}"));
     }
 }
 
@@ -272,7 +298,10 @@ fn key_id_is_immutable_once_set() {
     let old = obj("ApiKey", json!({"keyId": "7k2m9q4xw3ab", "hash": HASH}));
     let changed = obj("ApiKey", json!({"keyId": "aaaaaaaaaaaa", "hash": HASH}));
     let removed = obj("ApiKey", json!({}));
-    let same = obj("ApiKey", json!({"keyId": "7k2m9q4xw3ab", "hash": HASH, "revoked": true}));
+    let same = obj(
+        "ApiKey",
+        json!({"keyId": "7k2m9q4xw3ab", "hash": HASH, "revoked": true}),
+    );
     for new in [&changed, &removed] {
         let e = check("ApiKey", new, Some(&old)).unwrap_err();
         assert!(e.contains("keyId cannot be changed"), "{e}");

@@ -49,17 +49,21 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Run {
     );
     let mut cmd = Command::new("kubectl");
     cmd.args(["--request-timeout=30s"]).args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => panic!("cannot run kubectl: {e}"),
     };
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        if let Err(e) = pipe.write_all(text.as_bytes()) {
-            panic!("writing to kubectl: {e}");
-        }
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take())
+        && let Err(e) = pipe.write_all(text.as_bytes())
+    {
+        panic!("writing to kubectl: {e}");
     }
     match child.wait_with_output() {
         Ok(o) => o.into(),
@@ -70,7 +74,11 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Run {
 /// Runs kubectl and panics (with its output) when it fails.
 pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
     let run = kubectl(args, stdin);
-    assert!(run.ok, "kubectl {args:?} failed:\n{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.ok,
+        "kubectl {args:?} failed:\n{}\n{}",
+        run.stdout, run.stderr
+    );
     run.stdout
 }
 
@@ -80,9 +88,18 @@ pub fn install_crds() {
     DONE.get_or_init(|| {
         let dir = repo_root().join("crds");
         let dir = dir.to_string_lossy();
-        kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &dir], None);
         kubectl_ok(
-            &["wait", "--for=condition=Established", "--timeout=60s", "-f", &dir],
+            &["apply", "--server-side", "--force-conflicts", "-f", &dir],
+            None,
+        );
+        kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                &dir,
+            ],
             None,
         );
     });
@@ -107,7 +124,137 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Path of a workspace binary built by `cargo build` (scripts/e2e builds them first).
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/e2e does)",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed when dropped, with its output in a log file.
+pub struct Process {
+    child: std::process::Child,
+    /// Where stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `bin` with `args`, output to a temporary log file.
+    pub fn start(bin: &std::path::Path, args: &[&str], log_name: &str) -> Process {
+        let log = std::env::temp_dir().join(format!(
+            "turnpike-e2e-{log_name}-{}.log",
+            std::process::id()
+        ));
+        let out = match std::fs::File::create(&log) {
+            Ok(f) => f,
+            Err(e) => panic!("creating {}: {e}", log.display()),
+        };
+        let err = match out.try_clone() {
+            Ok(f) => f,
+            Err(e) => panic!("cloning log handle: {e}"),
+        };
+        let child = match Command::new(bin).args(args).stdout(out).stderr(err).spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("starting {}: {e}", bin.display()),
+        };
+        Process { child, log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The log so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, no chance to clean up (a crashed leader).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait up to `timeout` for a graceful exit; returns whether it exited.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads a field with a jsonpath; empty when the object or field is missing.
+pub fn jsonpath(kind: &str, ns: &str, name: &str, path: &str) -> String {
+    let run = kubectl(
+        &[
+            "get",
+            kind,
+            name,
+            "-n",
+            ns,
+            "-o",
+            &format!("jsonpath={path}"),
+        ],
+        None,
+    );
+    if run.ok { run.stdout } else { String::new() }
+}
+
+/// Events (events.k8s.io/v1) regarding an object, as (reason, note) pairs.
+pub fn events_for(ns: &str, kind: &str, name: &str) -> Vec<(String, String)> {
+    let run = kubectl(
+        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
+        None,
+    );
+    if !run.ok {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["kind"] == kind && e["regarding"]["name"] == name)
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_string(),
+                e["note"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }

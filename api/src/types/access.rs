@@ -61,7 +61,9 @@ fn default_credentials() -> Vec<CredentialSource> {
 }
 
 /// Where a credential can be presented.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum CredentialSource {
     /// The `X-API-Key` request header.
     ApiKeyHeader,

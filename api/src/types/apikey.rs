@@ -11,7 +11,8 @@ use crate::duration::Duration;
 pub use crate::token::KEY_ID_PATTERN;
 /// Shape of an argon2id PHC string. The schema checks the shape; the compiler checks
 /// that salt and digest decode and that the cost parameters are within bounds.
-pub const HASH_PATTERN: &str = r"^\$argon2id\$v=19\$m=[0-9]{1,7},t=[0-9]{1,3},p=[0-9]{1,3}\$[^$\s]{1,128}\$[^$\s]{1,256}$";
+pub const HASH_PATTERN: &str =
+    r"^\$argon2id\$v=19\$m=[0-9]{1,7},t=[0-9]{1,3},p=[0-9]{1,3}\$[^$\s]{1,128}\$[^$\s]{1,256}$";
 /// RFC 3339 timestamp, as Kubernetes and `kubectl` print them.
 pub const RFC3339_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
 
@@ -41,7 +42,7 @@ pub const RFC3339_RULE: &str = r"self.matches(r'^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][
     printcolumn = r#"{"name":"Targets","type":"string","jsonPath":".spec.targets","description":"Targets the key is valid for (empty: all in the namespace)","priority":1}"#,
     printcolumn = r#"{"name":"Owner","type":"string","jsonPath":".spec.owner","priority":1}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".spec.expiresAt","description":"Expiry time (RFC 3339)"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
     validation = Rule::new("has(self.keyId) == has(self.hash)").message("keyId and hash must be set together (both from `kubectl turnpike key new`), or both left out so the operator generates the key").reason(Reason::FieldValueInvalid).field_path(".hash"),

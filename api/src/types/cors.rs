@@ -8,8 +8,7 @@ use crate::duration::Duration;
 
 /// An allowed origin: `*`, an exact origin, or one wildcard label directly after the
 /// scheme (`https://*.example.com`).
-pub const ORIGIN_PATTERN: &str =
-    r"^(\*|https?://(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?)$";
+pub const ORIGIN_PATTERN: &str = r"^(\*|https?://(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?)$";
 
 /// Cross-origin resource sharing for a target. Preflights are answered by the sidecar.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -41,7 +40,10 @@ pub struct CorsPolicySpec {
 
     /// Origins allowed to call the target: exact (`https://shop.example.com`), one
     /// wildcard label (`https://*.shop.example.com`), or `*` (not with credentials).
-    #[schemars(length(min = 1, max = 256), inner(pattern(ORIGIN_PATTERN), length(max = 260)))]
+    #[schemars(
+        length(min = 1, max = 256),
+        inner(pattern(ORIGIN_PATTERN), length(max = 260))
+    )]
     pub allow_origins: Vec<String>,
 
     /// Methods allowed in cross-origin requests. Default: GET, HEAD, POST.

@@ -1,0 +1,12 @@
+//! The Turnpike operator: reconciles ApiKeys and policies into per-target bundles,
+//! issues and rotates keys, and reports status and Events.
+#![forbid(unsafe_code)]
+
+pub mod controller;
+pub mod http;
+pub mod keys;
+pub mod leader;
+pub mod material;
+pub mod metrics;
+pub mod plan;
+pub mod reconcile;

@@ -1,0 +1,271 @@
+//! `turnpike-operator`: the controllers (default), and `crdgen`.
+#![forbid(unsafe_code)]
+
+use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{ListParams, PostParams},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use turnpike_api::types::ApiKey;
+use turnpike_operator::{
+    controller,
+    http::{self, HealthState},
+    leader::{DEFAULT_LEASE_NAME, Elector, HoldEnd, LeaseConfig},
+    metrics::Metrics,
+};
+
+/// The Turnpike operator.
+#[derive(Parser, Debug)]
+#[command(name = "turnpike-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print every Turnpike CustomResourceDefinition as a multi-document YAML stream, or
+    /// write one file per CRD into a directory (`crds/` is made this way).
+    Crdgen {
+        /// Write `<plural>.yaml` files into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The operator's own namespace (Lease, webhook certificate); created if missing.
+    #[arg(long, env = "TURNPIKE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Health (`/healthz`, `/readyz`) and metrics (`/metrics`) address.
+    #[arg(long, env = "TURNPIKE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// Identity in leader election (default: `$POD_NAME`, else host name and pid).
+    #[arg(long, env = "TURNPIKE_IDENTITY")]
+    identity: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "TURNPIKE_LEASE_NAME", default_value = DEFAULT_LEASE_NAME)]
+    lease_name: String,
+    /// Lease duration in seconds: how long a standby waits for a leader that stopped
+    /// renewing.
+    #[arg(long, env = "TURNPIKE_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "TURNPIKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crdgen { out_dir }) => crdgen(out_dir),
+        None => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(run(cli.run))
+        }
+    }
+}
+
+fn crdgen(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let crds = turnpike_api::crd::crds();
+    match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for crd in &crds {
+                let path = dir.join(turnpike_api::crd::file_name(crd));
+                let yaml = turnpike_api::crd::to_yaml(crd).context("rendering CRD")?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            for crd in &crds {
+                let yaml = turnpike_api::crd::to_yaml(crd).context("rendering CRD")?;
+                writeln!(out, "---\n{yaml}").context("writing to stdout")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn identity(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "turnpike-operator".into());
+            format!("{host}-{}", std::process::id())
+        })
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutdown requested");
+    token.cancel();
+}
+
+async fn preflight(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    // CRDs installed?
+    let keys: Api<ApiKey> = Api::all(client.clone());
+    match keys.list(&ListParams::default().limit(1)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            bail!(
+                "the Turnpike CRDs are not installed: kubectl apply -f crds/ (or install the Helm chart)"
+            )
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            bail!("RBAC forbids listing apikeys.turnpike.dev: {}", s.message)
+        }
+        Err(e) => return Err(e).context("cannot reach the API server"),
+    }
+    // Own namespace.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces
+        .get_opt(namespace)
+        .await
+        .context("reading own namespace")?
+        .is_none()
+    {
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(namespace.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match namespaces.create(&PostParams::default(), &ns).await {
+            Ok(_) => info!(namespace, "created own namespace"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e).with_context(|| format!("creating namespace {namespace}")),
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logs(args.log_format);
+    let namespace = args
+        .namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "turnpike-system".into());
+    let identity = identity(args.identity);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+
+    let metrics = Metrics::new();
+    let health = HealthState::new();
+    health.set_not_ready("connecting to the API server");
+    let server = tokio::spawn(http::serve(
+        args.metrics_listen,
+        health.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes API server found (in-cluster config or KUBECONFIG)")?;
+    preflight(&client, &namespace).await?;
+    health.set_ready();
+    info!(%namespace, %identity, "operator started; waiting for leadership");
+
+    let mut cfg = LeaseConfig::new(namespace.clone(), args.lease_name, identity.clone());
+    cfg.lease_duration = Duration::from_secs(args.lease_seconds.max(2));
+    cfg.renew_deadline = cfg.lease_duration.mul_f64(2.0 / 3.0);
+    cfg.retry_period = (cfg.lease_duration / 7).max(Duration::from_millis(200));
+    let elector = Elector::new(client.clone(), cfg)
+        .context("leader election config")?
+        .with_metrics(metrics.clone());
+
+    let mut exit = Ok(());
+    if elector
+        .acquire(&shutdown)
+        .await
+        .context("leader election")?
+    {
+        info!(%identity, "leading: starting controllers");
+        let stop_controller = shutdown.child_token();
+        let observer: Arc<dyn turnpike_operator::reconcile::Observer> = metrics.clone();
+        let ctrl = tokio::spawn(controller::run(
+            client.clone(),
+            identity.clone(),
+            observer,
+            stop_controller.clone(),
+        ));
+        let end = elector.hold(&shutdown).await;
+        stop_controller.cancel();
+        if let Err(e) = ctrl.await {
+            error!(error = %e, "controller task failed");
+        }
+        match end {
+            HoldEnd::Shutdown => {
+                if let Err(e) = elector.release().await {
+                    warn!(error = %e, "could not release the Lease; the standby takes over when it expires");
+                }
+            }
+            HoldEnd::Lost(why) => {
+                error!(
+                    ?why,
+                    "leadership lost; exiting so a fresh process can stand by"
+                );
+                exit = Err(anyhow::anyhow!("leadership lost: {why:?}"));
+            }
+        }
+    }
+    shutdown.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "health server"),
+        Err(e) => warn!(error = %e, "health server task"),
+    }
+    exit
+}

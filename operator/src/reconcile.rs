@@ -1,0 +1,728 @@
+//! The namespace reconciler: reads a namespace's Turnpike resources, key material and
+//! bundles, carries out key issuance and rotation, and writes what [`crate::plan`]
+//! decides. One namespace is one unit of work: the compiler needs all of it, and
+//! writing only the bundles whose bytes changed keeps "recompile only what it touches".
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{ConfigMap, Namespace, ObjectReference, Secret},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+use turnpike_api::{
+    bundle::{KEYS_FILE, POLICY_FILE, object_name},
+    compiler::Kind,
+    token::Token,
+    types::{AccessPolicy, ApiKey, CorsPolicy, RateLimitPolicy},
+};
+
+use crate::{
+    keys::{self, KeyAction},
+    material::{self, MANAGED_BY, MATERIAL_LABEL, Material, TARGET_LABEL},
+    plan::{self, BundleWrite, EventWrite, ExistingBundle, Plan, Severity, Snapshot},
+};
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "turnpike-operator";
+/// Resync period when nothing is scheduled sooner.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Label on the key-material Secret naming its ApiKey.
+pub const API_KEY_LABEL: &str = "turnpike.dev/api-key";
+
+/// What every reconcile needs.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Event recorder (events.k8s.io/v1).
+    pub recorder: Recorder,
+    /// Hooks for metrics.
+    pub observer: Arc<dyn Observer>,
+}
+
+/// Receives what reconciles did, for metrics. Never gets secrets.
+pub trait Observer: Send + Sync {
+    /// A reconcile finished.
+    fn reconciled(&self, _ok: bool, _seconds: f64) {}
+    /// Bundles written and deleted.
+    fn bundles(&self, _written: usize, _deleted: usize) {}
+    /// Keys issued or rotated.
+    fn key_minted(&self, _rotated: bool) {}
+    /// Keys by phase in a namespace: Pending, Active, Expired, Revoked.
+    fn key_phases(&self, _namespace: &str, _counts: [u64; 4]) {}
+}
+
+/// An observer that ignores everything (tests, tools).
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Why a reconcile failed. Messages carry no secret.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// Minting or hashing a key failed.
+    #[error("ApiKey {api_key}: {source}")]
+    Mint {
+        /// Which ApiKey.
+        api_key: String,
+        /// Why.
+        source: keys::MintError,
+    },
+    /// Several independent steps failed; the rest was done.
+    #[error("{} step(s) failed; first: {first}", count)]
+    Partial {
+        /// How many.
+        count: usize,
+        /// The first failure.
+        first: Box<Error>,
+    },
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())]);
+    for (k, v) in extra {
+        l.insert((*k).into(), (*v).into());
+    }
+    l
+}
+
+/// Everything read from one namespace.
+struct Loaded {
+    api_keys: Vec<ApiKey>,
+    access: Vec<AccessPolicy>,
+    rate: Vec<RateLimitPolicy>,
+    cors: Vec<CorsPolicy>,
+    materials: BTreeMap<String, Material>,
+    bundles: BTreeMap<String, ExistingBundle>,
+    config_map_uids: BTreeMap<String, String>,
+}
+
+async fn list<K>(client: &Client, ns: &str, lp: &ListParams) -> Result<Vec<K>, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(lp)
+        .await
+        .map_err(kube_err(format!("listing {} in {ns}", K::plural(&()))))?;
+    Ok(list.items)
+}
+
+async fn load(client: &Client, ns: &str) -> Result<Loaded, Error> {
+    let all = ListParams::default();
+    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let api_keys = list::<ApiKey>(client, ns, &all).await?;
+    let access = list::<AccessPolicy>(client, ns, &all).await?;
+    let rate = list::<RateLimitPolicy>(client, ns, &all).await?;
+    let cors = list::<CorsPolicy>(client, ns, &all).await?;
+
+    let material_secrets = list::<Secret>(
+        client,
+        ns,
+        &ListParams::default().labels(&format!("{managed},{MATERIAL_LABEL}=true")),
+    )
+    .await?;
+    let mut materials = BTreeMap::new();
+    for s in material_secrets {
+        let Some(owner) = s.labels().get(API_KEY_LABEL).cloned() else {
+            continue;
+        };
+        match Material::from_data(
+            s.data
+                .as_ref()
+                .map(|d| {
+                    d.iter()
+                        .map(|(k, v)| (k.clone(), v.0.clone()))
+                        .collect::<BTreeMap<_, _>>()
+                })
+                .as_ref()
+                .unwrap_or(&BTreeMap::new()),
+        ) {
+            Ok(m) => {
+                materials.insert(owner, m);
+            }
+            // Never re-mint over an unreadable record: the key stays Pending and the
+            // log says why (the message names the field, never its value).
+            Err(e) => warn!(namespace = ns, api_key = %owner, error = %e, "skipping key material"),
+        }
+    }
+
+    let bundle_selector = ListParams::default().labels(&format!("{managed},{TARGET_LABEL}"));
+    let mut bundles: BTreeMap<String, ExistingBundle> = BTreeMap::new();
+    for s in list::<Secret>(client, ns, &bundle_selector).await? {
+        let Some(target) = s.labels().get(TARGET_LABEL).cloned() else {
+            continue;
+        };
+        let keys = s
+            .data
+            .as_ref()
+            .and_then(|d| d.get(KEYS_FILE))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok());
+        let epoch = keys
+            .as_deref()
+            .and_then(|k| serde_json::from_str::<serde_json::Value>(k).ok())
+            .and_then(|v| v["epoch"].as_u64());
+        let e = bundles.entry(target).or_default();
+        e.keys = keys;
+        e.epoch = epoch;
+        e.secret_owners = s.metadata.owner_references.clone().unwrap_or_default();
+    }
+    let mut config_map_uids = BTreeMap::new();
+    for c in list::<ConfigMap>(client, ns, &bundle_selector).await? {
+        let Some(target) = c.labels().get(TARGET_LABEL).cloned() else {
+            continue;
+        };
+        if let Some(uid) = c.metadata.uid.clone() {
+            config_map_uids.insert(target.clone(), uid);
+        }
+        let e = bundles.entry(target).or_default();
+        e.policy = c.data.as_ref().and_then(|d| d.get(POLICY_FILE)).cloned();
+        e.config_map_owners = c.metadata.owner_references.clone().unwrap_or_default();
+    }
+    Ok(Loaded {
+        api_keys,
+        access,
+        rate,
+        cors,
+        materials,
+        bundles,
+        config_map_uids,
+    })
+}
+
+fn api_key_owner(key: &ApiKey) -> Option<OwnerReference> {
+    let mut o = key.controller_owner_ref(&())?;
+    o.block_owner_deletion = Some(true);
+    Some(o)
+}
+
+async fn write_material(
+    client: &Client,
+    ns: &str,
+    key: &ApiKey,
+    m: &Material,
+) -> Result<(), Error> {
+    let name = material::secret_name(&key.name_any());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(labels(&[
+                (MATERIAL_LABEL, "true"),
+                (API_KEY_LABEL, &key.name_any()),
+            ])),
+            owner_references: api_key_owner(key).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            m.to_data()
+                .into_iter()
+                .map(|(k, v)| (k, ByteString(v)))
+                .collect(),
+        ),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(kube_err(format!("writing key material Secret {ns}/{name}")))?;
+    Ok(())
+}
+
+/// Writes the token once to `<name>-token`. The operator never reads it back.
+async fn deliver_token(
+    client: &Client,
+    ns: &str,
+    key: &ApiKey,
+    token: &Token,
+) -> Result<(), Error> {
+    let name = material::token_secret_name(&key.name_any());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(labels(&[(API_KEY_LABEL, &key.name_any())])),
+            owner_references: api_key_owner(key).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([
+            ("token".to_string(), token.expose_token().to_string()),
+            ("keyId".to_string(), token.id().to_string()),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(kube_err(format!("writing token Secret {ns}/{name}")))?;
+    Ok(())
+}
+
+async fn write_bundle(client: &Client, ns: &str, w: &BundleWrite) -> Result<Option<String>, Error> {
+    let name = object_name(&w.target);
+    let meta = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(ns.into()),
+        labels: Some(labels(&[(TARGET_LABEL, &w.target)])),
+        owner_references: Some(w.owners.clone()),
+        ..ObjectMeta::default()
+    };
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let secret = Secret {
+        metadata: meta.clone(),
+        data: Some(BTreeMap::from([(
+            KEYS_FILE.to_string(),
+            ByteString(w.keys_json.clone().into_bytes()),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(&name, &pp, &Patch::Apply(&secret))
+        .await
+        .map_err(kube_err(format!("writing bundle Secret {ns}/{name}")))?;
+    let cm = ConfigMap {
+        metadata: meta,
+        data: Some(BTreeMap::from([(
+            POLICY_FILE.to_string(),
+            w.policy_json.clone(),
+        )])),
+        ..ConfigMap::default()
+    };
+    let written = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch(&name, &pp, &Patch::Apply(&cm))
+        .await
+        .map_err(kube_err(format!("writing bundle ConfigMap {ns}/{name}")))?;
+    Ok(written.metadata.uid)
+}
+
+async fn delete_bundle(client: &Client, ns: &str, target: &str) -> Result<(), Error> {
+    let name = object_name(target);
+    for result in [
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map(|_| ()),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(kube_err(format!("deleting bundle {ns}/{name}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+async fn write_status(
+    client: &Client,
+    ns: &str,
+    kind: Kind,
+    name: &str,
+    status: &serde_json::Value,
+) -> Result<(), Error> {
+    let patch = Patch::Merge(json!({ "status": status }));
+    let pp = PatchParams::default();
+    let c = client.clone();
+    let r = match kind {
+        Kind::ApiKey => Api::<ApiKey>::namespaced(c, ns)
+            .patch_status(name, &pp, &patch)
+            .await
+            .map(|_| ()),
+        Kind::AccessPolicy => Api::<AccessPolicy>::namespaced(c, ns)
+            .patch_status(name, &pp, &patch)
+            .await
+            .map(|_| ()),
+        Kind::RateLimitPolicy => Api::<RateLimitPolicy>::namespaced(c, ns)
+            .patch_status(name, &pp, &patch)
+            .await
+            .map(|_| ()),
+        Kind::CorsPolicy => Api::<CorsPolicy>::namespaced(c, ns)
+            .patch_status(name, &pp, &patch)
+            .await
+            .map(|_| ()),
+    };
+    match r {
+        // Deleted meanwhile: nothing to report on.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other.map_err(kube_err(format!(
+            "writing status of {} {ns}/{name}",
+            kind.as_str()
+        ))),
+    }
+}
+
+fn reference<K: Resource<DynamicType = ()>>(r: &K) -> ObjectReference {
+    r.object_ref(&())
+}
+
+async fn publish(ctx: &Context, e: &EventWrite, regarding: ObjectReference) {
+    let ev = Event {
+        type_: match e.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: e.reason.to_string(),
+        note: Some(e.note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    // Events are best effort: a failure to record one must not fail the reconcile.
+    if let Err(err) = ctx.recorder.publish(&ev, &regarding).await {
+        warn!(reason = e.reason, error = %err, "could not publish Event");
+    }
+}
+
+/// Reconciles one namespace.
+pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&ns, &ctx).await;
+    ctx.observer
+        .reconciled(result.is_ok(), started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(ns_obj: &Namespace, ctx: &Context) -> Result<Action, Error> {
+    let ns = ns_obj.name_any();
+    if ns_obj.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let client = &ctx.client;
+    let mut loaded = load(client, &ns).await?;
+    let now = Timestamp::now();
+    let mut failures: Vec<Error> = Vec::new();
+
+    // Keys first: issuance and rotation change the material the compile reads.
+    for action in keys::plan(&loaded.api_keys, &loaded.materials, now) {
+        let Some(key) = loaded
+            .api_keys
+            .iter()
+            .find(|k| k.name_any() == action.api_key())
+            .cloned()
+        else {
+            continue;
+        };
+        match carry_out(
+            ctx,
+            &ns,
+            &key,
+            &action,
+            loaded.materials.get(action.api_key()),
+            now,
+        )
+        .await
+        {
+            Ok(m) => {
+                loaded.materials.insert(action.api_key().to_string(), m);
+            }
+            Err(e) => {
+                warn!(namespace = %ns, api_key = action.api_key(), error = %e, "key action failed");
+                failures.push(e);
+            }
+        }
+    }
+
+    let plan = plan::plan(&Snapshot {
+        namespace: &ns,
+        api_keys: &loaded.api_keys,
+        access: &loaded.access,
+        rate: &loaded.rate,
+        cors: &loaded.cors,
+        materials: &loaded.materials,
+        bundles: &loaded.bundles,
+        extra_targets: &[],
+        now,
+    });
+    execute(ctx, &ns, &plan, &loaded, &mut failures).await;
+
+    let mut phases = [0u64; 4];
+    for k in &loaded.api_keys {
+        if let Some(phase) = k.status.as_ref().and_then(|s| s.phase) {
+            phases[phase as usize] += 1;
+        }
+    }
+    for s in plan.statuses.iter().filter(|s| s.kind == Kind::ApiKey) {
+        if let Ok(p) =
+            serde_json::from_value::<turnpike_api::types::KeyPhase>(s.status["phase"].clone())
+        {
+            let old = loaded
+                .api_keys
+                .iter()
+                .find(|k| k.name_any() == s.name)
+                .and_then(|k| k.status.as_ref().and_then(|st| st.phase));
+            if let Some(o) = old {
+                phases[o as usize] = phases[o as usize].saturating_sub(1);
+            }
+            phases[p as usize] += 1;
+        }
+    }
+    ctx.observer.key_phases(&ns, phases);
+
+    if !plan.is_noop() {
+        info!(
+            namespace = %ns,
+            bundles_written = plan.writes.len(),
+            bundles_deleted = plan.deletes.len(),
+            statuses = plan.statuses.len(),
+            "reconciled"
+        );
+    }
+    if let Some(first) = failures.pop() {
+        let count = failures.len() + 1;
+        return Err(if count == 1 {
+            first
+        } else {
+            Error::Partial {
+                count,
+                first: Box::new(first),
+            }
+        });
+    }
+    let next = plan
+        .requeue_at
+        .map(|at| Duration::from_secs(u64::try_from(at - now.as_second()).unwrap_or(0).max(1)))
+        .map_or(RESYNC, |d| d.min(RESYNC));
+    Ok(Action::requeue(next))
+}
+
+async fn carry_out(
+    ctx: &Context,
+    ns: &str,
+    key: &ApiKey,
+    action: &KeyAction,
+    current: Option<&Material>,
+    now: Timestamp,
+) -> Result<Material, Error> {
+    let client = &ctx.client;
+    let name = key.name_any();
+    let mint_err = |source| Error::Mint {
+        api_key: name.clone(),
+        source,
+    };
+    match action {
+        KeyAction::Issue { .. } => {
+            // argon2 is CPU-heavy: keep it off the async workers.
+            let (token, m) = tokio::task::spawn_blocking(move || keys::issue(now))
+                .await
+                .map_err(|_| mint_err(keys::MintError::Cancelled))?
+                .map_err(mint_err)?;
+            // Token first: if the process dies before the material is written, the next
+            // reconcile issues a fresh key and overwrites the token, so the delivered
+            // token always matches the recorded hash.
+            deliver_token(client, ns, key, &token).await?;
+            write_material(client, ns, key, &m).await?;
+            ctx.observer.key_minted(false);
+            publish(
+                ctx,
+                &EventWrite {
+                    kind: "ApiKey".into(),
+                    name: name.clone(),
+                    reason: "KeyIssued",
+                    note: format!(
+                        "issued key {}; the token was written once to Secret {}",
+                        m.key_id,
+                        material::token_secret_name(&name)
+                    ),
+                    severity: Severity::Normal,
+                },
+                reference(key),
+            )
+            .await;
+            Ok(m)
+        }
+        KeyAction::Rotate {
+            rotation,
+            not_after,
+            ..
+        } => {
+            let Some(current) = current.cloned() else {
+                return Err(mint_err(keys::MintError::NoCurrentKey));
+            };
+            let (rotation, not_after) = (rotation.clone(), *not_after);
+            let (token, m) = tokio::task::spawn_blocking(move || {
+                keys::rotate(&current, &rotation, not_after, now)
+            })
+            .await
+            .map_err(|_| mint_err(keys::MintError::Cancelled))?
+            .map_err(mint_err)?;
+            deliver_token(client, ns, key, &token).await?;
+            write_material(client, ns, key, &m).await?;
+            ctx.observer.key_minted(true);
+            let until = Timestamp::from_second(not_after)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            publish(ctx, &EventWrite {
+                kind: "ApiKey".into(),
+                name: name.clone(),
+                reason: "KeyRotated",
+                note: format!("rotated key {}: the new token is in Secret {}; the previous secret works until {until}", m.key_id, material::token_secret_name(&name)),
+                severity: Severity::Normal,
+            }, reference(key)).await;
+            Ok(m)
+        }
+        KeyAction::Record {
+            material: m,
+            rotated,
+            ..
+        } => {
+            write_material(client, ns, key, m).await?;
+            if *rotated {
+                publish(ctx, &EventWrite {
+                    kind: "ApiKey".into(),
+                    name: name.clone(),
+                    reason: "KeyRotated",
+                    note: format!("spec.hash of key {} changed; the previous hash works for the grace period", m.key_id),
+                    severity: Severity::Normal,
+                }, reference(key)).await;
+            }
+            Ok((**m).clone())
+        }
+    }
+}
+
+async fn execute(ctx: &Context, ns: &str, plan: &Plan, loaded: &Loaded, failures: &mut Vec<Error>) {
+    let client = &ctx.client;
+    let mut uids = loaded.config_map_uids.clone();
+    let mut written = 0;
+    for w in &plan.writes {
+        match write_bundle(client, ns, w).await {
+            Ok(uid) => {
+                written += 1;
+                if let Some(uid) = uid {
+                    uids.insert(w.target.clone(), uid);
+                }
+                info!(namespace = ns, target = %w.target, keys_hash = %&w.hashes.0[..12.min(w.hashes.0.len())], policy_hash = %&w.hashes.1[..12.min(w.hashes.1.len())], "bundle written");
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    let mut deleted = 0;
+    for t in &plan.deletes {
+        match delete_bundle(client, ns, t).await {
+            Ok(()) => deleted += 1,
+            Err(e) => failures.push(e),
+        }
+    }
+    ctx.observer.bundles(written, deleted);
+    for s in &plan.statuses {
+        if let Err(e) = write_status(client, ns, s.kind, &s.name, &s.status).await {
+            failures.push(e);
+        }
+    }
+    for e in &plan.events {
+        let regarding = match e.kind.as_str() {
+            "ApiKey" => loaded
+                .api_keys
+                .iter()
+                .find(|k| k.name_any() == e.name)
+                .map(reference),
+            "AccessPolicy" => loaded
+                .access
+                .iter()
+                .find(|k| k.name_any() == e.name)
+                .map(reference),
+            "RateLimitPolicy" => loaded
+                .rate
+                .iter()
+                .find(|k| k.name_any() == e.name)
+                .map(reference),
+            "CorsPolicy" => loaded
+                .cors
+                .iter()
+                .find(|k| k.name_any() == e.name)
+                .map(reference),
+            "ConfigMap" => {
+                let target = e.name.strip_prefix("turnpike-").unwrap_or(&e.name);
+                uids.get(target).map(|uid| ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("ConfigMap".into()),
+                    name: Some(e.name.clone()),
+                    namespace: Some(ns.into()),
+                    uid: Some(uid.clone()),
+                    ..ObjectReference::default()
+                })
+            }
+            _ => None,
+        };
+        if let Some(r) = regarding {
+            publish(ctx, e, r).await;
+        }
+    }
+}
+
+/// Retry after a failure: later with each failure in a row would need per-object state;
+/// a fixed, jitter-free delay keeps it simple and bounded.
+pub fn error_policy(ns: Arc<Namespace>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(namespace = %ns.name_any(), error = %error, "reconcile failed; retrying in 15s");
+    Action::requeue(Duration::from_secs(15))
+}
+
+impl Observer for crate::metrics::Metrics {
+    fn reconciled(&self, ok: bool, seconds: f64) {
+        let result = if ok {
+            crate::metrics::ReconcileResult::Ok
+        } else {
+            crate::metrics::ReconcileResult::Error
+        };
+        crate::metrics::Metrics::reconciled(
+            self,
+            crate::metrics::ResourceKind::Namespace,
+            result,
+            Duration::from_secs_f64(seconds.max(0.0)),
+        );
+    }
+    fn bundles(&self, written: usize, deleted: usize) {
+        self.bundles_written(written as u64);
+        self.bundles_deleted(deleted as u64);
+    }
+    fn key_minted(&self, rotated: bool) {
+        if rotated {
+            self.key_rotated();
+        } else {
+            self.key_issued();
+        }
+    }
+    fn key_phases(&self, namespace: &str, counts: [u64; 4]) {
+        self.set_keys_in_namespace(namespace, counts);
+    }
+}
