@@ -38,11 +38,11 @@ pub async fn run(
         controller: "turnpike-operator".into(),
         instance: Some(identity),
     };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
         observer,
-    });
+    ));
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let all = watcher::Config::default();
     Controller::new(Api::<Namespace>::all(client.clone()), all.clone())

@@ -49,6 +49,36 @@ pub struct Context {
     pub recorder: Recorder,
     /// Hooks for metrics.
     pub observer: Arc<dyn Observer>,
+    /// Consecutive failures per namespace, for the retry backoff.
+    pub failures: std::sync::Mutex<BTreeMap<String, u32>>,
+}
+
+impl Context {
+    /// A context with no failures recorded.
+    pub fn new(client: Client, recorder: Recorder, observer: Arc<dyn Observer>) -> Self {
+        Self {
+            client,
+            recorder,
+            observer,
+            failures: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u32>> {
+        // The map only holds counters: a panic elsewhere cannot leave it inconsistent.
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// First retry delay after a failed reconcile; doubled per consecutive failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Retry delay after `failures` consecutive failures (1 = the first).
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
 }
 
 /// Receives what reconciles did, for metrics. Never gets secrets.
@@ -419,6 +449,9 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     let result = reconcile_inner(&ns, &ctx).await;
     ctx.observer
         .reconciled(result.is_ok(), started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures().remove(&ns.name_any());
+    }
     result
 }
 
@@ -690,11 +723,19 @@ async fn execute(ctx: &Context, ns: &str, plan: &Plan, loaded: &Loaded, failures
     }
 }
 
-/// Retry after a failure: later with each failure in a row would need per-object state;
-/// a fixed, jitter-free delay keeps it simple and bounded.
-pub fn error_policy(ns: Arc<Namespace>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(namespace = %ns.name_any(), error = %error, "reconcile failed; retrying in 15s");
-    Action::requeue(Duration::from_secs(15))
+/// Retry after a failure, with an exponential backoff per namespace (5 s, 10 s, ... up
+/// to 5 min); a success resets it.
+pub fn error_policy(ns: Arc<Namespace>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = ns.name_any();
+    let n = {
+        let mut f = ctx.failures();
+        let n = f.entry(name.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(n);
+    warn!(namespace = %name, error = %error, failures = n, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
 }
 
 impl Observer for crate::metrics::Metrics {

@@ -1,0 +1,386 @@
+//! The reconciler against an in-process fake API server (a tower-test mock service
+//! behind a real `kube::Client`): exactly which objects a key issuance writes, that a
+//! second pass writes nothing, that one failing write blocks nothing else, and the
+//! retry backoff. The fake lives here, in the tests, never in the product.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Client,
+    client::Body,
+    runtime::events::{Recorder, Reporter},
+};
+use serde_json::{Value, json};
+use turnpike_api::hash::{PhcHash, verify};
+use turnpike_operator::reconcile::{Context, NoObserver, backoff, error_policy, reconcile};
+
+#[derive(Default)]
+struct State {
+    /// (collection path, name) -> object
+    objects: BTreeMap<(String, String), Value>,
+    /// (method, path) of every request
+    requests: Vec<(Method, String)>,
+    /// (method, path) -> status code to fail with
+    failures: BTreeMap<(Method, String), u16>,
+    next_uid: u64,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<State>>);
+
+const NS: &str = "shop";
+
+fn coll(group_version: &str, plural: &str) -> String {
+    if group_version == "v1" {
+        format!("/api/v1/namespaces/{NS}/{plural}")
+    } else {
+        format!("/apis/{group_version}/namespaces/{NS}/{plural}")
+    }
+}
+
+fn selector_matches(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let labels = &obj["metadata"]["labels"];
+        match term.split_once('=') {
+            Some((k, v)) => labels[k] == v,
+            None => !labels[term].is_null(),
+        }
+    })
+}
+
+fn decode_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.replace("%3D", "=")
+                    .replace("%2C", ",")
+                    .replace("%2F", "/"),
+            )
+        })
+        .collect()
+}
+
+impl Fake {
+    fn put(&self, gv: &str, plural: &str, mut obj: Value) {
+        let mut s = self.0.lock().unwrap();
+        s.next_uid += 1;
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        obj["metadata"]["uid"] = json!(format!("uid-{}", s.next_uid));
+        obj["metadata"]["namespace"] = json!(NS);
+        obj["metadata"]["generation"] = json!(1);
+        obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        s.objects.insert((coll(gv, plural), name), obj);
+    }
+
+    fn fail(&self, method: Method, path: &str, code: u16) {
+        self.0
+            .lock()
+            .unwrap()
+            .failures
+            .insert((method, path.to_string()), code);
+    }
+
+    fn clear_failures(&self) {
+        self.0.lock().unwrap().failures.clear();
+    }
+
+    fn take_writes(&self) -> Vec<String> {
+        let mut s = self.0.lock().unwrap();
+        let reqs = std::mem::take(&mut s.requests);
+        reqs.into_iter()
+            .filter(|(m, p)| *m != Method::GET && !p.contains("/events"))
+            .map(|(m, p)| {
+                format!(
+                    "{m} {}",
+                    p.trim_start_matches(&format!("/api/v1/namespaces/{NS}/"))
+                        .trim_start_matches(&format!(
+                            "/apis/turnpike.dev/v1alpha1/namespaces/{NS}/"
+                        ))
+                )
+            })
+            .collect()
+    }
+
+    fn events(&self) -> Vec<String> {
+        let s = self.0.lock().unwrap();
+        s.requests
+            .iter()
+            .filter(|(m, p)| *m == Method::POST && p.contains("/events"))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    fn object(&self, gv: &str, plural: &str, name: &str) -> Option<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .objects
+            .get(&(coll(gv, plural), name.to_string()))
+            .cloned()
+    }
+
+    fn handle(&self, method: Method, path: &str, query: &str, body: &[u8]) -> (u16, Value) {
+        let mut s = self.0.lock().unwrap();
+        s.requests.push((method.clone(), path.to_string()));
+        if let Some(code) = s.failures.get(&(method.clone(), path.to_string())) {
+            return (
+                *code,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected failure", "reason": "InternalError", "code": code}),
+            );
+        }
+        if path.ends_with("/events") && method == Method::POST {
+            let v: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+            return (201, v);
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        // .../namespaces/NS/PLURAL[/NAME[/status]]
+        let ns_at = parts.iter().position(|p| *p == "namespaces").unwrap();
+        let collection = parts[..ns_at + 3].join("/");
+        let name = parts.get(ns_at + 3).map(|s| s.to_string());
+        let status = parts.get(ns_at + 4) == Some(&"status");
+        let not_found = |n: &str| {
+            (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{n} not found"), "reason": "NotFound", "code": 404}),
+            )
+        };
+        match (method, name) {
+            (Method::GET, None) => {
+                let q = decode_query(query);
+                let sel = q.get("labelSelector").cloned().unwrap_or_default();
+                let items: Vec<Value> = s
+                    .objects
+                    .iter()
+                    .filter(|((c, _), o)| *c == collection && selector_matches(o, &sel))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                )
+            }
+            (Method::PATCH, Some(n)) if status => {
+                let patch: Value = serde_json::from_slice(body).unwrap();
+                match s.objects.get_mut(&(collection, n.clone())) {
+                    Some(o) => {
+                        o["status"] = patch["status"].clone();
+                        (200, o.clone())
+                    }
+                    None => not_found(&n),
+                }
+            }
+            (Method::PATCH, Some(n)) => {
+                // Server-side apply: the fake stores the applied object as it is.
+                let mut obj: Value = serde_json::from_slice(body).unwrap();
+                s.next_uid += 1;
+                let uid = s
+                    .objects
+                    .get(&(collection.clone(), n.clone()))
+                    .and_then(|o| o["metadata"]["uid"].as_str().map(String::from))
+                    .unwrap_or_else(|| format!("uid-{}", s.next_uid));
+                obj["metadata"]["uid"] = json!(uid);
+                s.objects.insert((collection, n), obj.clone());
+                (200, obj)
+            }
+            (Method::DELETE, Some(n)) => match s.objects.remove(&(collection, n.clone())) {
+                Some(o) => (200, o),
+                None => not_found(&n),
+            },
+            (Method::GET, Some(n)) => match s.objects.get(&(collection, n.clone())) {
+                Some(o) => (200, o.clone()),
+                None => not_found(&n),
+            },
+            (m, _) => (
+                405,
+                json!({"kind": "Status", "message": format!("{m} not supported by the fake"), "code": 405}),
+            ),
+        }
+    }
+
+    /// A kube Client whose requests this fake answers.
+    fn client(&self) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = self.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let method = req.method().clone();
+                let path = req.uri().path().to_string();
+                let query = req.uri().query().unwrap_or_default().to_string();
+                let body = req.into_body().collect_bytes().await.unwrap_or_default();
+                let (code, value) = fake.handle(method, &path, &query, &body);
+                let response = Response::builder()
+                    .status(StatusCode::from_u16(code).unwrap())
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&value).unwrap()))
+                    .unwrap();
+                send.send_response(response);
+            }
+        });
+        Client::new(service, NS)
+    }
+}
+
+fn world() -> Fake {
+    let fake = Fake::default();
+    fake.put(
+        "turnpike.dev/v1alpha1",
+        "apikeys",
+        json!({
+            "apiVersion": "turnpike.dev/v1alpha1", "kind": "ApiKey",
+            "metadata": {"name": "gen"},
+            "spec": {"targets": ["orders"], "scopes": ["orders:read"]}
+        }),
+    );
+    fake.put(
+        "turnpike.dev/v1alpha1",
+        "accesspolicies",
+        json!({
+            "apiVersion": "turnpike.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": "orders"},
+            "spec": {"targetRef": {"name": "orders"}, "credentials": ["ApiKeyHeader"]}
+        }),
+    );
+    fake
+}
+
+fn ctx(client: Client) -> Arc<Context> {
+    let reporter = Reporter {
+        controller: "turnpike-operator".into(),
+        instance: Some("test".into()),
+    };
+    Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client, reporter),
+        Arc::new(NoObserver),
+    ))
+}
+
+fn namespace() -> Arc<Namespace> {
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(NS.into());
+    Arc::new(ns)
+}
+
+fn b64(v: &Value) -> String {
+    String::from_utf8(
+        data_encoding::BASE64
+            .decode(v.as_str().unwrap().as_bytes())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn issuing_a_key_writes_exactly_the_expected_objects_and_a_second_pass_nothing() {
+    let fake = world();
+    let ctx = ctx(fake.client());
+    reconcile(namespace(), ctx.clone()).await.unwrap();
+    assert!(!fake.events().is_empty(), "KeyIssued Event published");
+    let mut writes = fake.take_writes();
+    writes.sort();
+    assert_eq!(
+        writes,
+        [
+            "PATCH accesspolicies/orders/status",
+            "PATCH apikeys/gen/status",
+            "PATCH configmaps/turnpike-orders",
+            "PATCH secrets/gen-token",
+            "PATCH secrets/turnpike-key-gen",
+            "PATCH secrets/turnpike-orders",
+        ]
+    );
+
+    // The delivered token verifies against the recorded hash, which is in the bundle.
+    let token_secret = fake.object("v1", "secrets", "gen-token").unwrap();
+    let token = token_secret["stringData"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let material = fake.object("v1", "secrets", "turnpike-key-gen").unwrap();
+    let hash = PhcHash::parse(&b64(&material["data"]["hash"])).unwrap();
+    assert!(verify(&hash, &token));
+    let keys_json =
+        b64(&fake.object("v1", "secrets", "turnpike-orders").unwrap()["data"]["keys.json"]);
+    assert!(keys_json.contains(hash.as_str()));
+    assert!(
+        !material.to_string().contains(&token),
+        "the durable record never holds the token"
+    );
+    let owners = &material["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owners["kind"].as_str(), owners["name"].as_str()),
+        (Some("ApiKey"), Some("gen"))
+    );
+    let status = &fake
+        .object("turnpike.dev/v1alpha1", "apikeys", "gen")
+        .unwrap()["status"];
+    assert_eq!(status["phase"], "Active");
+
+    // Idempotence, counted in writes.
+    reconcile(namespace(), ctx).await.unwrap();
+    assert_eq!(fake.take_writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn one_failing_write_blocks_nothing_else_and_retries_back_off() {
+    let fake = world();
+    fake.fail(
+        Method::PATCH,
+        &format!("/api/v1/namespaces/{NS}/configmaps/turnpike-orders"),
+        500,
+    );
+    let ctx = ctx(fake.client());
+    let err = reconcile(namespace(), ctx.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("turnpike-orders"), "{err}");
+    let writes = fake.take_writes();
+    assert!(
+        writes.contains(&"PATCH apikeys/gen/status".to_string()),
+        "{writes:?}"
+    );
+    assert!(
+        writes.contains(&"PATCH accesspolicies/orders/status".to_string()),
+        "{writes:?}"
+    );
+
+    let first = error_policy(namespace(), &err, ctx.clone());
+    let second = error_policy(namespace(), &err, ctx.clone());
+    assert_eq!(
+        first,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        second,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(10))
+    );
+    assert_eq!(backoff(20), Duration::from_secs(300));
+
+    fake.clear_failures();
+    reconcile(namespace(), ctx.clone()).await.unwrap();
+    let after = error_policy(namespace(), &err, ctx);
+    assert_eq!(
+        after,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(5)),
+        "a success resets the backoff"
+    );
+}
+
+#[tokio::test]
+async fn a_resource_deleted_during_the_reconcile_is_not_an_error() {
+    let fake = world();
+    fake.fail(
+        Method::PATCH,
+        &format!("/apis/turnpike.dev/v1alpha1/namespaces/{NS}/accesspolicies/orders/status"),
+        404,
+    );
+    let ctx = ctx(fake.client());
+    reconcile(namespace(), ctx).await.unwrap();
+}
