@@ -45,7 +45,7 @@ pub struct NewArgs {
     /// Owner recorded for audit (free text, e.g. a team or an email address).
     #[arg(long, value_parser = validate::owner)]
     pub owner: Option<String>,
-    /// Expiry, RFC 3339 (e.g. 2027-06-30T00:00:00Z).
+    /// Expiry: RFC 3339 (e.g. 2027-06-30T00:00:00Z) or a duration from now (e.g. 720h).
     #[arg(long, value_parser = validate::expires)]
     pub expires: Option<Timestamp>,
     /// Write the manifest to DIR/NAME.apikey.yaml instead of stdout (the directory is
@@ -64,7 +64,8 @@ pub fn run(command: KeyCommand) -> anyhow::Result<()> {
     }
 }
 
-fn dedup(values: Vec<String>) -> Vec<String> {
+/// Drops repeated values, keeping the first occurrence's position.
+pub fn dedup(values: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     values
         .into_iter()
@@ -129,12 +130,12 @@ pub fn new(args: NewArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_token(out: &mut dyn Write, token: &Token) -> io::Result<()> {
-    writeln!(
-        out,
-        "# TOKEN (shown once, store it now): {}",
-        token.expose_token()
-    )
+/// Marks the one line that carries a token, in every command that prints one.
+pub const TOKEN_MARK: &str = "# TOKEN (shown once, store it now): ";
+
+/// Prints the token: the only place the plugin ever writes one.
+pub fn print_token(out: &mut dyn Write, token: &Token) -> io::Result<()> {
+    writeln!(out, "{TOKEN_MARK}{}", token.expose_token())
 }
 
 /// `key hash`: token on stdin -> PHC string on stdout.

@@ -35,42 +35,57 @@ fn world(all_targets: bool) -> (Vec<ApiKey>, Vec<AccessPolicy>, BTreeMap<String,
     let mut materials = BTreeMap::new();
     for i in 0..KEYS {
         let name = format!("customer-{i:05}");
-        let mut k = ApiKey::new(&name, ApiKeySpec {
-            targets: if all_targets { vec![] } else { vec![format!("svc-{:03}", i % TARGETS)] },
-            scopes: vec!["orders:read".into(), "orders:write".into()],
-            owner: Some(format!("team-{}@example.com", i % 50)),
-            expires_at: Some("2027-06-30T00:00:00Z".into()),
-            revoked: false,
-            daily_quota: Some(10_000),
-            rate_limit: None,
-            key_id: None,
-            hash: None,
-            rotation: None,
-        });
+        let mut k = ApiKey::new(
+            &name,
+            ApiKeySpec {
+                targets: if all_targets {
+                    vec![]
+                } else {
+                    vec![format!("svc-{:03}", i % TARGETS)]
+                },
+                scopes: vec!["orders:read".into(), "orders:write".into()],
+                owner: Some(format!("team-{}@example.com", i % 50)),
+                expires_at: Some("2027-06-30T00:00:00Z".into()),
+                revoked: false,
+                daily_quota: Some(10_000),
+                rate_limit: None,
+                key_id: None,
+                hash: None,
+                rotation: None,
+            },
+        );
         let m = k.meta_mut();
         m.namespace = Some("shop".into());
         m.uid = Some(format!("uid-{i}"));
         m.generation = Some(1);
-        materials.insert(name, Material {
-            key_id: key_id(i),
-            hash: PhcHash::parse(HASH).expect("hash"),
-            previous: None,
-            origin: Origin::Generated,
-            rotation: None,
-            issued_at: now,
-            rotated_at: None,
-        });
+        materials.insert(
+            name,
+            Material {
+                key_id: key_id(i),
+                hash: PhcHash::parse(HASH).expect("hash"),
+                previous: None,
+                origin: Origin::Generated,
+                rotation: None,
+                issued_at: now,
+                rotated_at: None,
+            },
+        );
         keys.push(k);
     }
     let access = (0..TARGETS)
         .map(|t| {
-            let mut p = AccessPolicy::new(&format!("svc-{t:03}"), AccessPolicySpec {
-                target_ref: Some(TargetRef { name: format!("svc-{t:03}") }),
-                credentials: vec![CredentialSource::ApiKeyHeader],
-                public: vec![],
-                rules: vec![],
-                default_action: DefaultAction::AllowAuthenticated,
-            });
+            let mut p = AccessPolicy::new(
+                &format!("svc-{t:03}"),
+                AccessPolicySpec {
+                    target_ref: Some(TargetRef {
+                        name: format!("svc-{t:03}"),
+                    }),
+                    credentials: vec![CredentialSource::ApiKeyHeader],
+                    public: vec![],
+                    rules: vec![],
+                    default_action: DefaultAction::AllowAuthenticated,
+                },
+            );
             p.meta_mut().uid = Some(format!("uid-p{t}"));
             p
         })
@@ -107,13 +122,16 @@ fn run(label: &str, all_targets: bool) {
         .writes
         .iter()
         .map(|w| {
-            (w.target.clone(), ExistingBundle {
-                keys: Some(w.keys_json.clone()),
-                policy: Some(w.policy_json.clone()),
-                secret_owners: w.owners.clone(),
-                config_map_owners: w.owners.clone(),
-                epoch: Some(1),
-            })
+            (
+                w.target.clone(),
+                ExistingBundle {
+                    keys: Some(w.keys_json.clone()),
+                    policy: Some(w.policy_json.clone()),
+                    secret_owners: w.owners.clone(),
+                    config_map_owners: w.owners.clone(),
+                    epoch: Some(1),
+                },
+            )
         })
         .collect();
     let started = Instant::now();

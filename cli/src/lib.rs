@@ -1,0 +1,113 @@
+//! `kubectl-turnpike`: the Turnpike kubectl plugin, as a library so that tests can
+//! drive every command against a mocked API server.
+//!
+//! Offline commands (`key new`, `key hash`) need no cluster. The others talk to the
+//! cluster of the current kubeconfig (or in-cluster config) through [`cluster`] and
+//! map every API failure to a message a person can act on ([`error`]).
+#![forbid(unsafe_code)]
+
+pub mod apikeys;
+pub mod cluster;
+pub mod commands;
+pub mod error;
+pub mod key;
+pub mod manifest;
+pub mod output;
+pub mod validate;
+pub mod wait;
+
+use clap::{Parser, Subcommand};
+
+pub use error::Error;
+
+/// Turnpike: API keys for Kubernetes workloads.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-turnpike", bin_name = "kubectl turnpike", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The plugin's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with API keys offline (no cluster needed).
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Create an ApiKey, wait for the operator to issue it and print its token once.
+    Issue(commands::issue::IssueArgs),
+    /// List ApiKeys.
+    List(commands::list::ListArgs),
+    /// Revoke an ApiKey: every sidecar refuses it from its next bundle update.
+    Revoke(commands::revoke::RevokeArgs),
+    /// Rotate an operator-issued ApiKey: print the new token once; the previous one
+    /// keeps working for the grace period.
+    Rotate(commands::rotate::RotateArgs),
+    /// Show an ApiKey's status, conditions and recent Events.
+    Describe(commands::describe::DescribeArgs),
+}
+
+/// Runs a parsed command line. Offline commands never touch the network; the others
+/// build a client and a Tokio runtime first.
+///
+/// # Errors
+/// Whatever the command reports; the caller prints it and exits with code 1.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let command = match cli.command {
+        Command::Key(command) => return key::run(command),
+        other => other,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+        let (mut stdout, mut stderr) = (stdout.lock(), stderr.lock());
+        let mut out = output::Out {
+            out: &mut stdout,
+            err: &mut stderr,
+        };
+        match command {
+            Command::Key(command) => key::run(command),
+            Command::Issue(args) => {
+                let (client, ns) = cluster::connect(&args.cluster).await?;
+                let what = format!("issue ApiKey {ns}/{}", args.name);
+                commands::issue::run(&client, &ns, &args, &mut out)
+                    .await
+                    .context(what)
+            }
+            Command::List(args) => {
+                let (client, ns) = cluster::connect(&args.cluster).await?;
+                let scope = (!args.all_namespaces).then_some(ns.as_str());
+                commands::list::run(&client, scope, &mut out)
+                    .await
+                    .context("list ApiKeys")
+            }
+            Command::Revoke(args) => {
+                let (client, ns) = cluster::connect(&args.cluster).await?;
+                let what = format!("revoke ApiKey {ns}/{}", args.name);
+                commands::revoke::run(&client, &ns, &args, &mut out)
+                    .await
+                    .context(what)
+            }
+            Command::Rotate(args) => {
+                let (client, ns) = cluster::connect(&args.cluster).await?;
+                let what = format!("rotate ApiKey {ns}/{}", args.name);
+                commands::rotate::run(&client, &ns, &args, &mut out)
+                    .await
+                    .context(what)
+            }
+            Command::Describe(args) => {
+                let (client, ns) = cluster::connect(&args.cluster).await?;
+                let what = format!("describe ApiKey {ns}/{}", args.name);
+                commands::describe::run(&client, &ns, &args.name, jiff::Timestamp::now(), &mut out)
+                    .await
+                    .context(what)
+            }
+        }
+    })
+}
