@@ -258,3 +258,30 @@ pub fn events_for(ns: &str, kind: &str, name: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Starts the real operator binary with its own namespace, Lease and identity, short
+/// lease timings, and extra flags; output goes to a log file named after `log`.
+pub fn start_operator(
+    system_ns: &str,
+    lease: &str,
+    identity: &str,
+    log: &str,
+    extra: &[&str],
+) -> Process {
+    let mut args = vec![
+        "--namespace",
+        system_ns,
+        "--lease-name",
+        lease,
+        "--identity",
+        identity,
+        "--lease-seconds",
+        "4",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "pretty",
+    ];
+    args.extend_from_slice(extra);
+    Process::start(&binary("turnpike-operator"), &args, log)
+}

@@ -11,6 +11,7 @@ use turnpike_api::{
 };
 use turnpike_e2e::{
     Process, Run, binary, eventually, install_crds, jsonpath, kubectl, kubectl_ok, namespace,
+    start_operator,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -18,23 +19,12 @@ const MARK: &str = "# TOKEN (shown once, store it now): ";
 
 /// The operator with a Lease of its own, so it never waits on another test's leader.
 fn operator(system_ns: &str) -> Process {
-    Process::start(
-        &binary("turnpike-operator"),
-        &[
-            "--namespace",
-            system_ns,
-            "--lease-name",
-            "turnpike-cli-e2e",
-            "--identity",
-            "cli-e2e",
-            "--lease-seconds",
-            "4",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "pretty",
-        ],
+    start_operator(
+        system_ns,
+        "turnpike-cli-e2e",
+        "cli-e2e",
         "operator-cli",
+        &[],
     )
 }
 

@@ -10,30 +10,14 @@ use turnpike_api::{
     hash,
 };
 use turnpike_e2e::{
-    Process, binary, events_for, eventually, install_crds, jsonpath, kubectl, kubectl_ok, namespace,
+    Process, events_for, eventually, install_crds, jsonpath, kubectl, kubectl_ok, namespace,
+    start_operator,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn operator(system_ns: &str, lease: &str, identity: &str, log: &str) -> Process {
-    Process::start(
-        &binary("turnpike-operator"),
-        &[
-            "--namespace",
-            system_ns,
-            "--lease-name",
-            lease,
-            "--identity",
-            identity,
-            "--lease-seconds",
-            "4",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "pretty",
-        ],
-        log,
-    )
+    start_operator(system_ns, lease, identity, log, &[])
 }
 
 fn apply(text: &str) {
