@@ -1,5 +1,6 @@
 //! The Turnpike operator: reconciles ApiKeys and policies into per-target bundles,
-//! issues and rotates keys, and reports status and Events.
+//! issues and rotates keys, reports status and Events, and injects the sidecar into
+//! pods that ask for it (the admission webhook).
 #![forbid(unsafe_code)]
 
 pub mod controller;
@@ -10,3 +11,4 @@ pub mod material;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod webhook;

@@ -18,6 +18,7 @@ use turnpike_operator::{
     http::{self, HealthState},
     leader::{DEFAULT_LEASE_NAME, Elector, HoldEnd, LeaseConfig},
     metrics::Metrics,
+    webhook,
 };
 
 /// The Turnpike operator.
@@ -62,6 +63,85 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "TURNPIKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// The sidecar injection webhook (docs/operations.md, "Sidecar injection").
+#[derive(clap::Args, Debug)]
+struct WebhookArgs {
+    /// Address of the webhook's HTTPS server (`POST /mutate-pods`).
+    #[arg(long, env = "TURNPIKE_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    webhook_listen: SocketAddr,
+    /// Base URL the API server calls (scheme https, host, port; the operator appends
+    /// `/mutate-pods`), instead of the Service: local control planes, development.
+    #[arg(long, env = "TURNPIKE_WEBHOOK_URL", value_name = "BASE")]
+    webhook_url: Option<String>,
+    /// The Service in front of the webhook, in the operator's namespace, port 443.
+    #[arg(long, env = "TURNPIKE_WEBHOOK_SERVICE", default_value = webhook::DEFAULT_SERVICE)]
+    webhook_service: String,
+    /// Run without the webhook (no server, no certificates, no registration).
+    #[arg(long, env = "TURNPIKE_DISABLE_WEBHOOK")]
+    disable_webhook: bool,
+    /// The sidecar image (default: this release's `ghcr.io/turnpike/turnpike-sidecar`).
+    #[arg(long, env = "TURNPIKE_SIDECAR_IMAGE")]
+    sidecar_image: Option<String>,
+    /// Inject the sidecar as a regular container instead of a native sidecar (an init
+    /// container with `restartPolicy: Always`), for clusters older than 1.29.
+    #[arg(long, env = "TURNPIKE_PLAIN_SIDECAR")]
+    plain_sidecar: bool,
+    /// The sidecar's CPU request.
+    #[arg(long, env = "TURNPIKE_SIDECAR_CPU_REQUEST", default_value = "50m")]
+    sidecar_cpu_request: String,
+    /// The sidecar's memory request.
+    #[arg(long, env = "TURNPIKE_SIDECAR_MEMORY_REQUEST", default_value = "32Mi")]
+    sidecar_memory_request: String,
+    /// The sidecar's CPU limit.
+    #[arg(long, env = "TURNPIKE_SIDECAR_CPU_LIMIT", default_value = "500m")]
+    sidecar_cpu_limit: String,
+    /// The sidecar's memory limit.
+    #[arg(long, env = "TURNPIKE_SIDECAR_MEMORY_LIMIT", default_value = "128Mi")]
+    sidecar_memory_limit: String,
+}
+
+impl WebhookArgs {
+    /// The validated settings, or `None` when the webhook is disabled.
+    fn settings(&self, namespace: &str) -> anyhow::Result<Option<webhook::Settings>> {
+        if self.disable_webhook {
+            return Ok(None);
+        }
+        let url = self
+            .webhook_url
+            .as_deref()
+            .map(webhook::registration::WebhookUrl::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        let mut injector = webhook::config::InjectorConfig::new(namespace);
+        if let Some(image) = &self.sidecar_image {
+            if image.is_empty() || image.contains(char::is_whitespace) {
+                anyhow::bail!("--sidecar-image {image:?} is not an image reference");
+            }
+            injector.image = image.clone();
+        }
+        if self.plain_sidecar {
+            injector.mode = webhook::config::SidecarMode::Plain;
+        }
+        injector.resources = webhook::config::SidecarResources::parse(
+            &self.sidecar_cpu_request,
+            &self.sidecar_memory_request,
+            &self.sidecar_cpu_limit,
+            &self.sidecar_memory_limit,
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(Some(webhook::Settings {
+            listen: self.webhook_listen,
+            url,
+            service: self.webhook_service.clone(),
+            namespace: namespace.to_owned(),
+            injector,
+            limits: Default::default(),
+        }))
+    }
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -198,6 +278,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "turnpike-system".into());
     let identity = identity(args.identity);
+    let webhook_settings = args.webhook.settings(&namespace)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
 
@@ -215,6 +296,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("no Kubernetes API server found (in-cluster config or KUBECONFIG)")?;
     preflight(&client, &namespace).await?;
+    // Every replica serves the webhook (the Service spreads calls over them); only the
+    // leader renews certificates and registers the configuration (below).
+    let injector = match webhook_settings {
+        Some(settings) => Some(
+            webhook::start(client.clone(), settings, shutdown.clone())
+                .await
+                .context("starting the sidecar injection webhook")?,
+        ),
+        None => None,
+    };
     health.set_ready();
     info!(%namespace, %identity, "operator started; waiting for leadership");
 
@@ -241,10 +332,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             observer,
             stop_controller.clone(),
         ));
+        let registrar = injector
+            .clone()
+            .map(|w| tokio::spawn(w.lead(stop_controller.clone())));
         let end = elector.hold(&shutdown).await;
         stop_controller.cancel();
         if let Err(e) = ctrl.await {
             error!(error = %e, "controller task failed");
+        }
+        if let Some(r) = registrar
+            && let Err(e) = r.await
+        {
+            error!(error = %e, "webhook registration task failed");
         }
         match end {
             HoldEnd::Shutdown => {
@@ -262,6 +361,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     shutdown.cancel();
+    if let Some(w) = injector {
+        w.join().await;
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "health server"),

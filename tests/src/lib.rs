@@ -260,7 +260,10 @@ pub fn events_for(ns: &str, kind: &str, name: &str) -> Vec<(String, String)> {
 }
 
 /// Starts the real operator binary with its own namespace, Lease and identity, short
-/// lease timings, and extra flags; output goes to a log file named after `log`.
+/// lease timings, and extra flags; output goes to a log file named after `log`. The
+/// webhook is off unless `extra` holds webhook flags (see `tests/tests/webhook.rs`):
+/// operators of other scenarios must not fight over port 8443 and the cluster-wide
+/// webhook configuration.
 pub fn start_operator(
     system_ns: &str,
     lease: &str,
@@ -268,6 +271,7 @@ pub fn start_operator(
     log: &str,
     extra: &[&str],
 ) -> Process {
+    let webhook = extra.iter().any(|a| a.starts_with("--webhook"));
     let mut args = vec![
         "--namespace",
         system_ns,
@@ -282,6 +286,9 @@ pub fn start_operator(
         "--log-format",
         "pretty",
     ];
+    if !webhook {
+        args.push("--disable-webhook");
+    }
     args.extend_from_slice(extra);
     Process::start(&binary("turnpike-operator"), &args, log)
 }

@@ -1,0 +1,697 @@
+//! The injection decision and the JSON patch, as pure functions of the pod the API server
+//! sent: every case (opt-in, opt-out, ports, targets, existing init containers and
+//! volumes) is a fixture test without a network.
+//!
+//! Order of the checks, each short-circuiting:
+//! 1. a protected namespace (`kube-system`, the operator's own) -> skip;
+//! 2. a pod that already has a `turnpike-sidecar` container -> skip (idempotent: the
+//!    API server may call twice, and a pod may be re-submitted);
+//! 3. the pod annotation `turnpike.dev/inject`: `"false"` -> skip, `"true"` -> inject,
+//!    anything else -> refuse; absent -> the namespace label decides;
+//! 4. the target and the ports are resolved and validated; a problem is a refusal whose
+//!    message names the annotation to fix.
+
+use std::collections::BTreeMap;
+
+use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{Value, json};
+
+use super::config::{InjectorConfig, SidecarMode};
+
+/// Pod annotation: `"true"` injects, `"false"` opts out (also in a labelled namespace).
+pub const INJECT_ANNOTATION: &str = "turnpike.dev/inject";
+/// Namespace label: `enabled` injects every pod of the namespace that does not opt out.
+pub const NAMESPACE_LABEL: &str = "turnpike.dev/inject";
+/// The value of [`NAMESPACE_LABEL`] that opts a namespace in.
+pub const NAMESPACE_LABEL_ENABLED: &str = "enabled";
+/// Pod annotation naming the target (default: label `app.kubernetes.io/name`, else `app`).
+pub const TARGET_ANNOTATION: &str = "turnpike.dev/target";
+/// Pod annotation: the workload's port the sidecar forwards to (default 8080).
+pub const UPSTREAM_PORT_ANNOTATION: &str = "turnpike.dev/upstream-port";
+/// Pod annotation: the sidecar's proxy port (default 9080).
+pub const LISTEN_PORT_ANNOTATION: &str = "turnpike.dev/listen-port";
+/// Pod annotation the injector adds, with the operator's version.
+pub const INJECTED_ANNOTATION: &str = "turnpike.dev/injected";
+/// The recommended label for the target name.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The older, common label for the target name.
+pub const APP_LABEL: &str = "app";
+
+/// The injected container's name.
+pub const CONTAINER_NAME: &str = "turnpike-sidecar";
+/// The projected volume holding the bundle.
+pub const VOLUME_NAME: &str = "turnpike-bundle";
+/// An empty volume over the service-account token path in the sidecar (see
+/// [`no_token_volume`]).
+pub const NO_TOKEN_VOLUME_NAME: &str = "turnpike-no-token";
+/// Where the ServiceAccount admission plugin mounts the API token.
+pub const SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Where the bundle is mounted (`--bundle-dir`).
+pub const BUNDLE_DIR: &str = "/etc/turnpike";
+/// Default of [`UPSTREAM_PORT_ANNOTATION`].
+pub const DEFAULT_UPSTREAM_PORT: u16 = 8080;
+/// Default of [`LISTEN_PORT_ANNOTATION`].
+pub const DEFAULT_LISTEN_PORT: u16 = 9080;
+/// The sidecar's admin port (probes, metrics); fixed so probes and scrapers know it.
+pub const ADMIN_PORT: u16 = 9901;
+/// Name of the proxy port (Services should use it as `targetPort`).
+pub const PORT_NAME: &str = "turnpike";
+/// Name of the admin port.
+pub const ADMIN_PORT_NAME: &str = "turnpike-admin";
+/// The user the sidecar runs as (distroless `nonroot`).
+pub const SIDECAR_UID: i64 = 65532;
+
+/// Why a pod is admitted unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// `kube-system` or the operator's own namespace.
+    ProtectedNamespace,
+    /// A `turnpike-sidecar` container is already there.
+    AlreadyInjected,
+    /// `turnpike.dev/inject: "false"`.
+    OptedOut,
+    /// Neither the pod nor its namespace asked for injection.
+    NotOptedIn,
+}
+
+impl Skip {
+    /// A stable word for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::ProtectedNamespace => "protected-namespace",
+            Skip::AlreadyInjected => "already-injected",
+            Skip::OptedOut => "opted-out",
+            Skip::NotOptedIn => "not-opted-in",
+        }
+    }
+}
+
+/// The first verdict, from the pod alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// Admit unchanged.
+    Skip(Skip),
+    /// The pod asked for the sidecar.
+    Inject,
+    /// The pod says nothing: inject if its namespace carries
+    /// `turnpike.dev/inject=enabled` (see [`namespace_opted_in`]).
+    AskNamespace,
+}
+
+/// Where the target name came from (for messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetSource {
+    /// The `turnpike.dev/target` annotation.
+    Annotation,
+    /// The `app.kubernetes.io/name` label.
+    NameLabel,
+    /// The `app` label.
+    AppLabel,
+}
+
+impl std::fmt::Display for TargetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TargetSource::Annotation => "annotation turnpike.dev/target",
+            TargetSource::NameLabel => "label app.kubernetes.io/name (used as the target because annotation turnpike.dev/target is not set)",
+            TargetSource::AppLabel => "label app (used as the target because annotation turnpike.dev/target and label app.kubernetes.io/name are not set)",
+        })
+    }
+}
+
+/// Why a pod that asked for the sidecar is refused. The text is what `kubectl` shows
+/// after `admission webhook "..." denied the request:`; each names what to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `turnpike.dev/inject` is neither "true" nor "false".
+    #[error("annotation turnpike.dev/inject is {value:?}; it must be \"true\" or \"false\"")]
+    BadInjectValue {
+        /// The value found.
+        value: String,
+    },
+    /// No annotation or label names the target.
+    #[error(
+        "cannot tell which Turnpike target this pod is: set the annotation turnpike.dev/target (or the label app.kubernetes.io/name or app) to the target's name"
+    )]
+    NoTarget,
+    /// The target is not a DNS label.
+    #[error(
+        "{from} is {value:?}, which is not a valid Turnpike target: it must be a DNS label (lower-case letters, digits and '-', at most 63 characters); set the annotation turnpike.dev/target"
+    )]
+    BadTarget {
+        /// Where it came from.
+        from: TargetSource,
+        /// The value found.
+        value: String,
+    },
+    /// A port annotation is not a port number.
+    #[error("annotation {annotation} is {value:?}; it must be a port number from 1 to 65535")]
+    BadPort {
+        /// The annotation.
+        annotation: &'static str,
+        /// The value found.
+        value: String,
+    },
+    /// Listen and upstream ports are equal.
+    #[error(
+        "annotations turnpike.dev/listen-port and turnpike.dev/upstream-port are both {port}; the sidecar cannot listen on the port it forwards to"
+    )]
+    SamePorts {
+        /// The port.
+        port: u16,
+    },
+    /// A port annotation names the sidecar's admin port.
+    #[error(
+        "annotation {annotation} is {port}, the sidecar's admin port (probes and metrics); choose another port"
+    )]
+    AdminPort {
+        /// The annotation.
+        annotation: &'static str,
+        /// The port.
+        port: u16,
+    },
+    /// A port the sidecar needs is already declared by a container of the pod.
+    #[error(
+        "{what} {port} is already used by container {container:?}{}; {fix}",
+        port_name.as_ref().map(|n| format!(" (port {n:?})")).unwrap_or_default()
+    )]
+    PortInUse {
+        /// "annotation turnpike.dev/listen-port" or "the sidecar's admin port".
+        what: &'static str,
+        /// The port.
+        port: u16,
+        /// The container declaring it.
+        container: String,
+        /// Its port name, if any.
+        port_name: Option<String>,
+        /// What to do.
+        fix: &'static str,
+    },
+    /// A container already declares a port with a name the sidecar uses.
+    #[error(
+        "container {container:?} already has a port named {name:?}, a name the Turnpike sidecar's port needs; rename that port"
+    )]
+    PortNameInUse {
+        /// The container.
+        container: String,
+        /// The port name.
+        name: &'static str,
+    },
+    /// The pod already has a volume with a name the injector uses.
+    #[error(
+        "the pod already has a volume named {name:?}, a name the Turnpike sidecar's volumes need; rename that volume"
+    )]
+    VolumeInUse {
+        /// The volume name.
+        name: String,
+    },
+}
+
+/// An injection: the target whose bundle is mounted and the patch to apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Injection {
+    /// The target.
+    pub target: String,
+    /// The sidecar's proxy port.
+    pub listen_port: u16,
+    /// The workload's port.
+    pub upstream_port: u16,
+    /// RFC 6902 operations against the pod as sent.
+    pub patch: Patch,
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    let spec = pod.spec.as_ref();
+    spec.and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .chain(spec.map(|s| s.containers.as_slice()).unwrap_or_default())
+}
+
+/// The verdict from the pod alone (steps 1-3 of the module doc).
+pub fn screen(pod: &Pod, namespace: &str, cfg: &InjectorConfig) -> Result<Screen, Refusal> {
+    if cfg.protected_namespaces.contains(namespace) {
+        return Ok(Screen::Skip(Skip::ProtectedNamespace));
+    }
+    if all_containers(pod).any(|c| c.name == CONTAINER_NAME) {
+        return Ok(Screen::Skip(Skip::AlreadyInjected));
+    }
+    match annotation(pod, INJECT_ANNOTATION) {
+        Some("false") => Ok(Screen::Skip(Skip::OptedOut)),
+        Some("true") => Ok(Screen::Inject),
+        Some(other) => Err(Refusal::BadInjectValue {
+            value: other.to_owned(),
+        }),
+        None => Ok(Screen::AskNamespace),
+    }
+}
+
+/// Whether a namespace's labels opt its pods in.
+pub fn namespace_opted_in(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(NAMESPACE_LABEL_ENABLED)
+}
+
+/// The target: annotation, else label `app.kubernetes.io/name`, else label `app`.
+pub fn target(pod: &Pod) -> Result<String, Refusal> {
+    let (source, value) = if let Some(v) = annotation(pod, TARGET_ANNOTATION) {
+        (TargetSource::Annotation, v)
+    } else if let Some(v) = label(pod, NAME_LABEL) {
+        (TargetSource::NameLabel, v)
+    } else if let Some(v) = label(pod, APP_LABEL) {
+        (TargetSource::AppLabel, v)
+    } else {
+        return Err(Refusal::NoTarget);
+    };
+    turnpike_api::validate::target(value).map_err(|_| Refusal::BadTarget {
+        from: source,
+        value: value.to_owned(),
+    })?;
+    Ok(value.to_owned())
+}
+
+fn port(pod: &Pod, key: &'static str, default: u16) -> Result<u16, Refusal> {
+    let Some(text) = annotation(pod, key) else {
+        return Ok(default);
+    };
+    // Digits only: "+80", " 80" and "0x50" are not ports, whatever a parser accepts.
+    match text.parse::<u16>() {
+        Ok(p) if p > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
+        _ => Err(Refusal::BadPort {
+            annotation: key,
+            value: text.to_owned(),
+        }),
+    }
+}
+
+fn check_ports(pod: &Pod, listen: u16, upstream: u16) -> Result<(), Refusal> {
+    if listen == upstream {
+        return Err(Refusal::SamePorts { port: listen });
+    }
+    for (annotation, port) in [
+        (LISTEN_PORT_ANNOTATION, listen),
+        (UPSTREAM_PORT_ANNOTATION, upstream),
+    ] {
+        if port == ADMIN_PORT {
+            return Err(Refusal::AdminPort { annotation, port });
+        }
+    }
+    // Containers of a pod share one network namespace: a port declared by another
+    // container is taken. (The upstream port is expected to be declared by the workload.)
+    for c in all_containers(pod) {
+        for p in c.ports.as_deref().unwrap_or_default() {
+            for (what, port, fix) in [
+                (
+                    "annotation turnpike.dev/listen-port",
+                    listen,
+                    "set the annotation turnpike.dev/listen-port to a free port",
+                ),
+                (
+                    "the sidecar's admin port",
+                    ADMIN_PORT,
+                    "move that container off this port",
+                ),
+            ] {
+                if i32::from(port) == p.container_port {
+                    return Err(Refusal::PortInUse {
+                        what,
+                        port,
+                        container: c.name.clone(),
+                        port_name: p.name.clone(),
+                        fix,
+                    });
+                }
+            }
+            for name in [PORT_NAME, ADMIN_PORT_NAME] {
+                if p.name.as_deref() == Some(name) {
+                    return Err(Refusal::PortNameInUse {
+                        container: c.name.clone(),
+                        name,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sidecar container (step 4), as JSON the API server accepts.
+pub fn sidecar_container(cfg: &InjectorConfig, listen: u16, upstream: u16) -> Value {
+    let r = &cfg.resources;
+    let mut c = json!({
+        "name": CONTAINER_NAME,
+        "image": cfg.image,
+        "args": [
+            "--bundle-dir", BUNDLE_DIR,
+            "--listen", format!("0.0.0.0:{listen}"),
+            "--upstream", format!("http://127.0.0.1:{upstream}"),
+            "--admin-listen", format!("0.0.0.0:{ADMIN_PORT}"),
+        ],
+        "ports": [
+            {"name": PORT_NAME, "containerPort": listen, "protocol": "TCP"},
+            {"name": ADMIN_PORT_NAME, "containerPort": ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": ADMIN_PORT_NAME},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": ADMIN_PORT_NAME},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "resources": {
+            "requests": {"cpu": r.cpu_request.as_str(), "memory": r.memory_request.as_str()},
+            "limits": {"cpu": r.cpu_limit.as_str(), "memory": r.memory_limit.as_str()},
+        },
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": SIDECAR_UID,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        // The bundle, and an empty directory where a token would go: the sidecar reads
+        // files and talks to no API, so it has no service-account token even when the
+        // workload's pod automounts one (see `no_token_volume`).
+        "volumeMounts": [
+            {"name": VOLUME_NAME, "mountPath": BUNDLE_DIR, "readOnly": true},
+            {"name": NO_TOKEN_VOLUME_NAME, "mountPath": SA_TOKEN_PATH, "readOnly": true},
+        ],
+    });
+    if cfg.mode == SidecarMode::Native
+        && let Some(obj) = c.as_object_mut()
+    {
+        obj.insert("restartPolicy".into(), json!("Always"));
+    }
+    c
+}
+
+/// The projected volume: Secret and ConfigMap `turnpike-<target>` laid out in one
+/// directory, as DESIGN.md's bundle-dir contract says. Not optional: until the operator
+/// has written the bundle the kubelet reports a clear `FailedMount` and the workload
+/// does not start unprotected.
+pub fn bundle_volume(target: &str) -> Value {
+    let name = turnpike_api::bundle::object_name(target);
+    json!({
+        "name": VOLUME_NAME,
+        "projected": {
+            "sources": [
+                {"secret": {"name": name}},
+                {"configMap": {"name": name}},
+            ],
+        },
+    })
+}
+
+/// An empty volume the sidecar mounts at the token path. A webhook's change makes the
+/// API server run its built-in mutating plugins again, and the ServiceAccount plugin
+/// then mounts the pod's token into every container without a mount at that path,
+/// the injected one included. A mount there is the plugin's documented opt-out per
+/// container; the workload's own containers and `automountServiceAccountToken` are
+/// left as they are.
+pub fn no_token_volume() -> Value {
+    json!({"name": NO_TOKEN_VOLUME_NAME, "emptyDir": {"sizeLimit": "1Ki"}})
+}
+
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        // Tokens are escaped by jsonptr: '/' -> "~1", '~' -> "~0".
+        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        value,
+    })
+}
+
+/// Appends `values` to the array at `tokens`, or creates the array when it is absent
+/// (an `add` to `.../-` of a missing array fails the whole patch).
+fn append(ops: &mut Vec<PatchOperation>, tokens: &[&str], exists: bool, values: Vec<Value>) {
+    if exists {
+        let mut t = tokens.to_vec();
+        t.push("-");
+        ops.extend(values.into_iter().map(|v| add(&t, v)));
+    } else {
+        ops.push(add(tokens, Value::Array(values)));
+    }
+}
+
+/// The target, ports and patch for a pod that is to get the sidecar (step 4).
+pub fn injection(pod: &Pod, cfg: &InjectorConfig) -> Result<Injection, Refusal> {
+    let target = target(pod)?;
+    let upstream_port = port(pod, UPSTREAM_PORT_ANNOTATION, DEFAULT_UPSTREAM_PORT)?;
+    let listen_port = port(pod, LISTEN_PORT_ANNOTATION, DEFAULT_LISTEN_PORT)?;
+    check_ports(pod, listen_port, upstream_port)?;
+    let spec = pod.spec.as_ref();
+    let volumes = spec.and_then(|s| s.volumes.as_ref());
+    if let Some(taken) = volumes.and_then(|v| {
+        v.iter()
+            .find(|v| v.name == VOLUME_NAME || v.name == NO_TOKEN_VOLUME_NAME)
+    }) {
+        return Err(Refusal::VolumeInUse {
+            name: taken.name.clone(),
+        });
+    }
+
+    let mut ops = Vec::with_capacity(4);
+    ops.push(if pod.metadata.annotations.is_some() {
+        add(
+            &["metadata", "annotations", INJECTED_ANNOTATION],
+            json!(cfg.version),
+        )
+    } else {
+        add(
+            &["metadata", "annotations"],
+            json!({ INJECTED_ANNOTATION: cfg.version }),
+        )
+    });
+    append(
+        &mut ops,
+        &["spec", "volumes"],
+        volumes.is_some(),
+        vec![bundle_volume(&target), no_token_volume()],
+    );
+    let container = vec![sidecar_container(cfg, listen_port, upstream_port)];
+    match cfg.mode {
+        // Appended after the pod's own init containers: they run to completion first
+        // (they do not need the proxy), then the sidecar starts before the workload.
+        SidecarMode::Native => append(
+            &mut ops,
+            &["spec", "initContainers"],
+            spec.is_some_and(|s| s.init_containers.is_some()),
+            container,
+        ),
+        SidecarMode::Plain => append(&mut ops, &["spec", "containers"], spec.is_some(), container),
+    }
+    Ok(Injection {
+        target,
+        listen_port,
+        upstream_port,
+        patch: Patch(ops),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pod(v: Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn cfg() -> InjectorConfig {
+        let mut c = InjectorConfig::new("turnpike-system");
+        c.version = "0.1.0".into();
+        c
+    }
+
+    fn paths(p: &Patch) -> Vec<String> {
+        p.0.iter()
+            .map(|op| match op {
+                PatchOperation::Add(a) => a.path.to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn annotation_keys_are_escaped_and_missing_arrays_created() {
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "orders"}, "annotations": {"turnpike.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]},
+        }));
+        let inj = injection(&p, &cfg()).unwrap();
+        assert_eq!(
+            paths(&inj.patch),
+            [
+                "/metadata/annotations/turnpike.dev~1injected",
+                "/spec/volumes",
+                "/spec/initContainers"
+            ]
+        );
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "orders"}},
+            "spec": {"containers": [{"name": "app"}], "volumes": [], "initContainers": []},
+        }));
+        let inj = injection(&p, &cfg()).unwrap();
+        assert_eq!(
+            paths(&inj.patch),
+            [
+                "/metadata/annotations",
+                "/spec/volumes/-",
+                "/spec/volumes/-",
+                "/spec/initContainers/-"
+            ]
+        );
+        let mut plain = cfg();
+        plain.mode = SidecarMode::Plain;
+        let inj = injection(&p, &plain).unwrap();
+        assert_eq!(paths(&inj.patch)[3], "/spec/containers/-");
+        let PatchOperation::Add(a) = &inj.patch.0[3] else {
+            panic!()
+        };
+        assert!(a.value.get("restartPolicy").is_none());
+    }
+
+    #[test]
+    fn screen_order() {
+        let c = cfg();
+        let annotated = |v: &str| {
+            pod(
+                json!({"metadata": {"annotations": {"turnpike.dev/inject": v}}, "spec": {"containers": []}}),
+            )
+        };
+        assert_eq!(
+            screen(&annotated("true"), "kube-system", &c),
+            Ok(Screen::Skip(Skip::ProtectedNamespace))
+        );
+        assert_eq!(
+            screen(&annotated("true"), "turnpike-system", &c),
+            Ok(Screen::Skip(Skip::ProtectedNamespace))
+        );
+        assert_eq!(screen(&annotated("true"), "shop", &c), Ok(Screen::Inject));
+        assert_eq!(
+            screen(&annotated("false"), "shop", &c),
+            Ok(Screen::Skip(Skip::OptedOut))
+        );
+        assert_eq!(
+            screen(&annotated("yes"), "shop", &c),
+            Err(Refusal::BadInjectValue {
+                value: "yes".into()
+            })
+        );
+        let bare = pod(json!({"spec": {"containers": []}}));
+        assert_eq!(screen(&bare, "shop", &c), Ok(Screen::AskNamespace));
+        let injected = pod(json!({"spec": {"containers": [{"name": CONTAINER_NAME}]}}));
+        assert_eq!(
+            screen(&injected, "shop", &c),
+            Ok(Screen::Skip(Skip::AlreadyInjected))
+        );
+        assert!(namespace_opted_in(&BTreeMap::from([(
+            "turnpike.dev/inject".into(),
+            "enabled".into()
+        )])));
+        assert!(!namespace_opted_in(&BTreeMap::from([(
+            "turnpike.dev/inject".into(),
+            "true".into()
+        )])));
+    }
+
+    #[test]
+    fn port_annotations_are_digits_in_range() {
+        for bad in ["0", "65536", "-1", "+80", " 80", "0x50", "http", ""] {
+            let p = pod(json!({
+                "metadata": {"labels": {"app": "a"}, "annotations": {"turnpike.dev/upstream-port": bad}},
+                "spec": {"containers": []},
+            }));
+            let err = injection(&p, &cfg()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "annotation turnpike.dev/upstream-port is {bad:?}; it must be a port number from 1 to 65535"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn volume_names_the_injector_needs_are_refused_when_taken() {
+        for name in [VOLUME_NAME, NO_TOKEN_VOLUME_NAME] {
+            let p = pod(json!({
+                "metadata": {"labels": {"app": "a"}},
+                "spec": {"containers": [], "volumes": [{"name": name, "emptyDir": {}}]},
+            }));
+            assert_eq!(
+                injection(&p, &cfg()),
+                Err(Refusal::VolumeInUse { name: name.into() })
+            );
+        }
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "app", "ports": [{"name": "turnpike", "containerPort": 1234}]}]},
+        }));
+        assert_eq!(
+            injection(&p, &cfg()).unwrap_err().to_string(),
+            "container \"app\" already has a port named \"turnpike\", a name the Turnpike sidecar's port needs; rename that port"
+        );
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "app", "ports": [{"containerPort": 9901}]}]},
+        }));
+        assert_eq!(
+            injection(&p, &cfg()).unwrap_err().to_string(),
+            "the sidecar's admin port 9901 is already used by container \"app\"; move that container off this port"
+        );
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "a"}, "annotations": {"turnpike.dev/listen-port": "9901"}},
+            "spec": {"containers": []},
+        }));
+        assert_eq!(
+            injection(&p, &cfg()),
+            Err(Refusal::AdminPort {
+                annotation: LISTEN_PORT_ANNOTATION,
+                port: 9901
+            })
+        );
+    }
+
+    #[test]
+    fn target_sources_in_order_and_named_in_refusals() {
+        let with = |meta: Value| pod(json!({"metadata": meta, "spec": {"containers": []}}));
+        let t = |meta: Value| target(&with(meta));
+        assert_eq!(
+            t(
+                json!({"annotations": {"turnpike.dev/target": "a"}, "labels": {"app.kubernetes.io/name": "b", "app": "c"}})
+            ),
+            Ok("a".into())
+        );
+        assert_eq!(
+            t(json!({"labels": {"app.kubernetes.io/name": "b", "app": "c"}})),
+            Ok("b".into())
+        );
+        assert_eq!(t(json!({"labels": {"app": "c"}})), Ok("c".into()));
+        assert_eq!(t(json!({})), Err(Refusal::NoTarget));
+        let err = t(json!({"labels": {"app": "Orders_V2"}})).unwrap_err();
+        assert!(
+            err.to_string().starts_with("label app (used as the target because annotation turnpike.dev/target and label app.kubernetes.io/name are not set) is \"Orders_V2\""),
+            "{err}"
+        );
+    }
+}
