@@ -419,3 +419,19 @@ fn route_per_ip_limit_applies_to_public_routes() {
         (429, "ip_route_rate_limit")
     );
 }
+
+#[test]
+fn key_usage_reports_the_key_bucket_level() {
+    let engine = Engine::default();
+    let bundle = with_policy(|p| p.rate_limit.per_key = Some(bucket(1, 10, 3)));
+    let c = creds();
+    let id = c.billing.id();
+    let level = |now| engine.key_usage(&bundle, id.as_str(), now).unwrap().bucket;
+    // Nothing taken yet: a full bucket.
+    assert_eq!(level(T0).map(|b| (b.available, b.burst)), Some((3, 3)));
+    login(&engine, &bundle, c.billing.text());
+    assert_eq!(level(T0).map(|b| (b.available, b.burst)), Some((2, 3)));
+    // Refilled after a while; reading it takes nothing.
+    assert_eq!(level(T0.advance_ms(10_000)).map(|b| b.available), Some(3));
+    assert_eq!(level(T0).map(|b| b.available), Some(2));
+}

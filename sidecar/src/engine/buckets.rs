@@ -123,6 +123,12 @@ impl Gcra {
         self.tat_ns = self.tat_ns.saturating_sub(limit.interval_ns);
     }
 
+    /// Tokens available at `now_ms`, without taking one (live usage reports).
+    pub fn available(&self, limit: &Limit, now_ms: u64) -> u64 {
+        let ahead = self.tat_ns.saturating_sub(ms_to_ns(now_ms));
+        limit.tau_ns.saturating_sub(ahead) / limit.interval_ns
+    }
+
     /// The monotonic millisecond from which the bucket is full: forgetting the state
     /// from then on is the same as keeping it.
     pub fn full_at_ms(&self) -> u64 {
@@ -138,6 +144,20 @@ mod tests {
 
     fn limit(rate: u32, per_ms: u64, burst: u32) -> Limit {
         Limit::new(rate, per_ms, burst).unwrap()
+    }
+
+    #[test]
+    fn available_matches_take() {
+        let l = limit(1, 500, 2);
+        let mut g = Gcra::default();
+        assert_eq!(g.available(&l, 1000), 2);
+        let _ = g.take(&l, 1000);
+        assert_eq!(g.available(&l, 1000), 1);
+        let _ = g.take(&l, 1000);
+        assert_eq!(g.available(&l, 1000), 0);
+        assert_eq!(g.available(&l, 1499), 0);
+        assert_eq!(g.available(&l, 1500), 1);
+        assert_eq!(g.available(&l, 99_000), 2);
     }
 
     #[test]

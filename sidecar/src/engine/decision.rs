@@ -71,7 +71,8 @@ pub struct Allow<'a> {
     pub cors: Option<CorsHeaders<'a>>,
     /// In `DryRun`, the refusal that would have happened.
     pub dry_run: Option<AuditEvent<'a>>,
-    /// The in-flight slot; hold it until the response is finished.
+    /// The in-flight slot; hold it until the response is finished
+    /// ([`InFlightGuard::detach`] moves it into a response body or a tunnel task).
     pub in_flight: InFlightGuard<'a>,
 }
 

@@ -75,6 +75,21 @@ impl Key {
         })
     }
 
+    /// Expiry, seconds since the Unix epoch (UTC).
+    pub fn expires_at(&self) -> Option<i64> {
+        self.expires_at
+    }
+
+    /// True when the key is revoked.
+    pub fn revoked(&self) -> bool {
+        self.revoked
+    }
+
+    /// Number of accepted secrets (2 during a rotation's grace period).
+    pub fn secret_count(&self) -> usize {
+        self.secrets.len()
+    }
+
     /// Step 9: is the key, with the secret that matched, valid at `unix_secs`?
     ///
     /// # Errors

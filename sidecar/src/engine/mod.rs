@@ -174,6 +174,18 @@ pub struct KeyUsage {
     pub locked_for_ms: Option<u64>,
     /// Milliseconds until the key's cooldown ends, if cooling down.
     pub cooldown_for_ms: Option<u64>,
+    /// The key's general bucket (its own `rateLimit` or the policy's `perKey`), if
+    /// one applies.
+    pub bucket: Option<BucketLevel>,
+}
+
+/// Level of a token bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BucketLevel {
+    /// Tokens available now.
+    pub available: u64,
+    /// Capacity (`burst`).
+    pub burst: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -276,6 +288,17 @@ impl Engine {
                 .key_abuse
                 .update_existing(bits, |a| a.cooldown_for_ms(now.mono_ms))
                 .flatten(),
+            bucket: key.rate_limit.or(bundle.limits.per_key).map(|limit| {
+                let available = self
+                    .counters
+                    .key_buckets
+                    .update_existing(bits, |g| g.available(&limit, now.mono_ms))
+                    .unwrap_or(limit.burst());
+                BucketLevel {
+                    available,
+                    burst: limit.burst(),
+                }
+            }),
         })
     }
 }

@@ -1,0 +1,592 @@
+//! Command line and environment: every flag has a `TURNPIKE_*` variable. [`Args`] is
+//! what clap parses; [`Config::from_args`] checks it once at start and yields the one
+//! validated [`Config`] the rest of the binary reads. Secrets (the admin token, the
+//! TLS key) come from files or the environment only, never from a flag's value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use clap::{Parser, ValueEnum};
+use http::uri::{Authority, Scheme};
+use turnpike_api::duration::Duration;
+
+use crate::engine::{HygieneLimits, TrustedProxies};
+use crate::source::Source;
+
+/// Environment variable holding the admin token (alternative to `--admin-token-file`).
+pub const ADMIN_TOKEN_ENV: &str = "TURNPIKE_ADMIN_TOKEN";
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (pods).
+    Json,
+    /// Human-readable (local runs).
+    Pretty,
+}
+
+fn hygiene() -> HygieneLimits {
+    HygieneLimits::default()
+}
+
+/// `turnpike-sidecar`: enforces a Turnpike bundle in front of one workload.
+#[derive(Parser, Debug)]
+#[command(name = "turnpike-sidecar", version, about, long_about = None)]
+pub struct Args {
+    /// Address the proxy listens on.
+    #[arg(long, env = "TURNPIKE_LISTEN", default_value = "0.0.0.0:9080")]
+    pub listen: SocketAddr,
+
+    /// The workload, as `http://host:port` (plain HTTP; it runs in the same pod).
+    #[arg(
+        long,
+        env = "TURNPIKE_UPSTREAM",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub upstream: String,
+
+    /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`, `/internal/...`).
+    #[arg(long, env = "TURNPIKE_ADMIN_LISTEN", default_value = "127.0.0.1:9901")]
+    pub admin_listen: SocketAddr,
+
+    /// Directory holding `keys.json` and `policy.json`, as the kubelet projects the
+    /// Secret and ConfigMap `turnpike-<target>`. Polled for changes.
+    #[arg(long, env = "TURNPIKE_BUNDLE_DIR", value_name = "DIR")]
+    pub bundle_dir: Option<PathBuf>,
+
+    /// Local mode: a directory of Turnpike manifests (`*.yaml`), compiled in process.
+    #[arg(long, env = "TURNPIKE_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// Local mode: the target whose bundle is enforced.
+    #[arg(long, env = "TURNPIKE_TARGET", value_name = "NAME")]
+    pub target: Option<String>,
+
+    /// Local mode: the namespace of the manifests; resources of other namespaces are
+    /// ignored, resources without one count as in it. Default: the one namespace the
+    /// manifests name, or `default` when they name none.
+    #[arg(long, env = "TURNPIKE_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// How often the bundle source is checked for changes.
+    #[arg(long, env = "TURNPIKE_RELOAD_INTERVAL", default_value = "1s")]
+    pub reload_interval: Duration,
+
+    /// Proxies (CIDRs or addresses, comma-separated) whose `X-Forwarded-For` is
+    /// believed. Empty: the peer address is always the client.
+    #[arg(
+        long,
+        env = "TURNPIKE_TRUSTED_PROXIES",
+        value_name = "CIDR,...",
+        default_value = ""
+    )]
+    pub trusted_proxies: String,
+
+    /// File holding the token for `/internal/...` (else the `TURNPIKE_ADMIN_TOKEN`
+    /// environment variable; without either, those endpoints answer 401).
+    #[arg(long, env = "TURNPIKE_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Serve TLS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(
+        long,
+        env = "TURNPIKE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(
+        long,
+        env = "TURNPIKE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Time a client has to send a request's headers (slowloris; also the TLS
+    /// handshake and the idle keep-alive limit).
+    #[arg(long, env = "TURNPIKE_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: Duration,
+
+    /// Longest pause between two chunks of a request body.
+    #[arg(long, env = "TURNPIKE_BODY_IDLE_TIMEOUT", default_value = "30s")]
+    pub body_idle_timeout: Duration,
+
+    /// Time to connect to the workload (over: 502).
+    #[arg(long, env = "TURNPIKE_UPSTREAM_CONNECT_TIMEOUT", default_value = "2s")]
+    pub upstream_connect_timeout: Duration,
+
+    /// Time the workload has to answer with response headers (over: 504).
+    #[arg(long, env = "TURNPIKE_UPSTREAM_TIMEOUT", default_value = "30s")]
+    pub upstream_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish.
+    #[arg(long, env = "TURNPIKE_SHUTDOWN_GRACE", default_value = "20s")]
+    pub shutdown_grace: Duration,
+
+    /// Most header fields in a request (more: 431).
+    #[arg(long, env = "TURNPIKE_MAX_HEADER_COUNT", default_value_t = hygiene().max_header_count)]
+    pub max_header_count: usize,
+
+    /// Most bytes of all request header names and values together (more: 431).
+    #[arg(long, env = "TURNPIKE_MAX_HEADER_BYTES", default_value_t = hygiene().max_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Longest request target, path and query (longer: 414).
+    #[arg(long, env = "TURNPIKE_MAX_URI_BYTES", default_value_t = hygiene().max_uri_bytes)]
+    pub max_uri_bytes: usize,
+
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, env = "TURNPIKE_MAX_BODY_BYTES", default_value_t = hygiene().max_body_bytes)]
+    pub max_body_bytes: u64,
+
+    /// Most client connections served at once; more wait in the accept queue.
+    #[arg(long, env = "TURNPIKE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// argon2id verifications run at once (threads of the blocking pool they use).
+    #[arg(long, env = "TURNPIKE_VERIFY_THREADS", default_value_t = 2)]
+    pub verify_threads: usize,
+
+    /// Verifications that may wait for a thread; when full, 503.
+    #[arg(long, env = "TURNPIKE_VERIFY_QUEUE", default_value_t = 64)]
+    pub verify_queue: usize,
+
+    /// How long a verified key is reused without argon2 (invalidated at once when the
+    /// key changes in the bundle).
+    #[arg(long, env = "TURNPIKE_KEY_CACHE_TTL", default_value = "5m")]
+    pub key_cache_ttl: Duration,
+
+    /// Do not add security headers (`X-Content-Type-Options`, `X-Frame-Options`,
+    /// `Referrer-Policy`, `X-Permitted-Cross-Domain-Policies`, HSTS under TLS).
+    #[arg(long, env = "TURNPIKE_DISABLE_SECURITY_HEADERS")]
+    pub disable_security_headers: bool,
+
+    /// Log format.
+    #[arg(long, env = "TURNPIKE_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// Log filter (`tracing` env-filter syntax). Audit lines are always written.
+    #[arg(long, env = "TURNPIKE_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// A secret string: `Debug` prints `***`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The value; use only to compare.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where requests are forwarded.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// `http`.
+    pub scheme: Scheme,
+    /// `host:port`.
+    pub authority: Authority,
+}
+
+/// Timeouts of the proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Request headers (and TLS handshake, first byte).
+    pub header: StdDuration,
+    /// Pause between request body chunks.
+    pub body_idle: StdDuration,
+    /// Connecting to the workload.
+    pub upstream_connect: StdDuration,
+    /// Workload's response headers.
+    pub upstream: StdDuration,
+    /// Draining on shutdown.
+    pub shutdown_grace: StdDuration,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Proxy address.
+    pub listen: SocketAddr,
+    /// The workload.
+    pub upstream: Upstream,
+    /// Admin address.
+    pub admin_listen: SocketAddr,
+    /// Bundle source.
+    pub source: Source,
+    /// Reload poll period.
+    pub reload_interval: StdDuration,
+    /// Trusted proxies.
+    pub trusted_proxies: TrustedProxies,
+    /// Admin token, if configured.
+    pub admin_token: Option<Secret>,
+    /// TLS server configuration, if serving TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Request hygiene limits.
+    pub hygiene: HygieneLimits,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// argon2 threads.
+    pub verify_threads: usize,
+    /// argon2 queue length.
+    pub verify_queue: usize,
+    /// Verified-key cache lifetime.
+    pub key_cache_ttl: StdDuration,
+    /// Add security headers.
+    pub security_headers: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither or both bundle sources.
+    #[error(
+        "choose one bundle source: --bundle-dir DIR (mounted bundle) or --manifests DIR --target NAME (local mode)"
+    )]
+    Source,
+    /// `--target` without `--manifests`, or the reverse.
+    #[error("{0}")]
+    LocalMode(&'static str),
+    /// A bad target or namespace name.
+    #[error("--{flag}: {message}")]
+    Name {
+        /// Which flag.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A bad `--upstream`.
+    #[error("--upstream {value:?}: {message}")]
+    Upstream {
+        /// The value (a URL, not a secret).
+        value: String,
+        /// What is wrong.
+        message: &'static str,
+    },
+    /// A bad `--trusted-proxies`.
+    #[error("--trusted-proxies: {0}")]
+    TrustedProxies(#[from] crate::engine::ip::TrustedProxyError),
+    /// The admin token file cannot be read or is empty.
+    #[error("--admin-token-file {path}: {message}")]
+    AdminToken {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never the content).
+        message: String,
+    },
+    /// The admin token variable is empty.
+    #[error("{ADMIN_TOKEN_ENV} is set but empty")]
+    EmptyAdminTokenEnv,
+    /// A zero or too small value.
+    #[error("--{flag} must be {requirement}")]
+    Range {
+        /// Which flag.
+        flag: &'static str,
+        /// What it must be.
+        requirement: &'static str,
+    },
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+fn parse_upstream(value: &str) -> Result<Upstream, ConfigError> {
+    let err = |message| ConfigError::Upstream {
+        value: value.chars().take(200).collect(),
+        message,
+    };
+    let uri: http::Uri = value.parse().map_err(|_| err("not a URL"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| err("needs a scheme, e.g. http://127.0.0.1:8080"))?;
+    if scheme != Scheme::HTTP {
+        return Err(err(
+            "only http:// is supported (the workload runs in the same pod)",
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| err("needs a host and port"))?;
+    if authority.as_str().contains('@') {
+        return Err(err("user info is not allowed"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(err(
+            "must not have a path or query: requests are forwarded with their own path",
+        ));
+    }
+    Ok(Upstream { scheme, authority })
+}
+
+fn read_token_file(path: &Path) -> Result<Secret, ConfigError> {
+    let err = |message: String| ConfigError::AdminToken {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.kind().to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    Ok(Secret::new(token.to_string()))
+}
+
+fn positive(flag: &'static str, d: Duration) -> Result<StdDuration, ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::Range {
+            flag,
+            requirement: "longer than 0",
+        });
+    }
+    Ok(d.to_std())
+}
+
+impl Config {
+    /// Checks `args`. `env_admin_token` is the value of [`ADMIN_TOKEN_ENV`], if set
+    /// (read by the caller, so tests need not touch the process environment).
+    ///
+    /// # Errors
+    /// The first problem found, naming the flag.
+    pub fn from_args(args: Args, env_admin_token: Option<String>) -> Result<Config, ConfigError> {
+        let source = match (args.bundle_dir, args.manifests, args.target) {
+            (Some(dir), None, None) => Source::Dir(dir),
+            (Some(_), None, Some(_)) => {
+                return Err(ConfigError::LocalMode(
+                    "--target belongs to local mode (--manifests); a mounted bundle names its own target",
+                ));
+            }
+            (None, Some(dir), Some(target)) => {
+                turnpike_api::validate::target(&target).map_err(|message| ConfigError::Name {
+                    flag: "target",
+                    message,
+                })?;
+                if let Some(ns) = &args.namespace {
+                    turnpike_api::validate::target(ns).map_err(|message| ConfigError::Name {
+                        flag: "namespace",
+                        message: message.replacen("target", "namespace", 1),
+                    })?;
+                }
+                Source::Manifests {
+                    dir,
+                    target,
+                    namespace: args.namespace,
+                }
+            }
+            (None, Some(_), None) => {
+                return Err(ConfigError::LocalMode(
+                    "--manifests needs --target NAME: the target whose bundle to enforce",
+                ));
+            }
+            _ => return Err(ConfigError::Source),
+        };
+
+        let admin_token = match (&args.admin_token_file, env_admin_token) {
+            (Some(path), _) => Some(read_token_file(path)?),
+            (None, Some(t)) if t.trim().is_empty() => return Err(ConfigError::EmptyAdminTokenEnv),
+            (None, Some(t)) => Some(Secret::new(t.trim().to_string())),
+            (None, None) => None,
+        };
+
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
+
+        if args.verify_threads == 0 {
+            return Err(ConfigError::Range {
+                flag: "verify-threads",
+                requirement: "at least 1",
+            });
+        }
+        if args.max_connections == 0 {
+            return Err(ConfigError::Range {
+                flag: "max-connections",
+                requirement: "at least 1",
+            });
+        }
+        if args.max_header_count == 0 || args.max_header_bytes < 1024 || args.max_uri_bytes < 64 {
+            return Err(ConfigError::Range {
+                flag: "max-header-count/--max-header-bytes/--max-uri-bytes",
+                requirement: "at least 1 header, 1024 header bytes and 64 URI bytes",
+            });
+        }
+
+        let timeouts = Timeouts {
+            header: positive("header-timeout", args.header_timeout)?,
+            body_idle: positive("body-idle-timeout", args.body_idle_timeout)?,
+            upstream_connect: positive("upstream-connect-timeout", args.upstream_connect_timeout)?,
+            upstream: positive("upstream-timeout", args.upstream_timeout)?,
+            shutdown_grace: args.shutdown_grace.to_std(),
+        };
+        let hygiene = HygieneLimits {
+            max_header_count: args.max_header_count,
+            max_header_bytes: args.max_header_bytes,
+            max_uri_bytes: args.max_uri_bytes,
+            max_body_bytes: args.max_body_bytes,
+            header_read_timeout_ms: args.header_timeout.as_millis(),
+            body_idle_timeout_ms: args.body_idle_timeout.as_millis(),
+        };
+
+        Ok(Config {
+            listen: args.listen,
+            upstream: parse_upstream(&args.upstream)?,
+            admin_listen: args.admin_listen,
+            source,
+            reload_interval: positive("reload-interval", args.reload_interval)?,
+            trusted_proxies: TrustedProxies::parse_list(&args.trusted_proxies)?,
+            admin_token,
+            tls,
+            timeouts,
+            hygiene,
+            max_connections: args.max_connections,
+            verify_threads: args.verify_threads,
+            verify_queue: args.verify_queue,
+            key_cache_ttl: positive("key-cache-ttl", args.key_cache_ttl)?,
+            security_headers: !args.disable_security_headers,
+            log_format: args.log_format,
+            log_level: args.log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["turnpike-sidecar"];
+        argv.extend_from_slice(args);
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::from_args(args, None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&["--bundle-dir", "/b"]).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9080");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9901");
+        assert_eq!(c.upstream.authority.as_str(), "127.0.0.1:8080");
+        assert_eq!(c.timeouts.header, StdDuration::from_secs(10));
+        assert_eq!(c.timeouts.upstream_connect, StdDuration::from_secs(2));
+        assert_eq!(c.timeouts.upstream, StdDuration::from_secs(30));
+        assert_eq!(c.timeouts.shutdown_grace, StdDuration::from_secs(20));
+        assert_eq!((c.verify_threads, c.verify_queue), (2, 64));
+        assert_eq!(c.hygiene, HygieneLimits::default());
+        assert!(c.security_headers && c.tls.is_none() && c.admin_token.is_none());
+        assert!(matches!(c.source, Source::Dir(_)));
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        assert!(parse(&[]).unwrap_err().contains("choose one bundle source"));
+        let both = parse(&["--bundle-dir", "/b", "--manifests", "/m", "--target", "t"]);
+        assert!(both.unwrap_err().contains("choose one bundle source"));
+        assert!(
+            parse(&["--manifests", "/m"])
+                .unwrap_err()
+                .contains("needs --target")
+        );
+        assert!(
+            parse(&["--bundle-dir", "/b", "--target", "t"])
+                .unwrap_err()
+                .contains("local mode")
+        );
+        let c = parse(&[
+            "--manifests",
+            "/m",
+            "--target",
+            "orders",
+            "--namespace",
+            "shop",
+        ])
+        .unwrap();
+        assert!(
+            matches!(c.source, Source::Manifests { ref target, ref namespace, .. } if target == "orders" && namespace.as_deref() == Some("shop"))
+        );
+        assert!(
+            parse(&["--manifests", "/m", "--target", "Bad_Name"])
+                .unwrap_err()
+                .contains("--target")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, want) in [
+            (&["--upstream", "https://x:1"][..], "only http://"),
+            (
+                &["--upstream", "http://x:1/base"][..],
+                "must not have a path",
+            ),
+            (&["--upstream", "127.0.0.1:8080"][..], "needs a scheme"),
+            (
+                &["--trusted-proxies", "10.0.0.0/33"][..],
+                "--trusted-proxies",
+            ),
+            (&["--verify-threads", "0"][..], "--verify-threads"),
+            (&["--header-timeout", "0s"][..], "--header-timeout"),
+        ] {
+            let mut all = vec!["--bundle-dir", "/b"];
+            all.extend_from_slice(args);
+            let err = parse(&all).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+        assert!(
+            parse(&["--bundle-dir", "/b", "--tls-cert", "/c"])
+                .unwrap_err()
+                .contains("--tls-key")
+        );
+    }
+
+    #[test]
+    fn admin_token_from_file_or_env_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret-admin\n").unwrap();
+        let args = Args::try_parse_from([
+            "x",
+            "--bundle-dir",
+            "/b",
+            "--admin-token-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        let c = Config::from_args(args, None).unwrap();
+        assert_eq!(c.admin_token.as_ref().unwrap().expose(), "s3cret-admin");
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        let args = Args::try_parse_from(["x", "--bundle-dir", "/b"]).unwrap();
+        let c = Config::from_args(args, Some("from-env".into())).unwrap();
+        assert_eq!(c.admin_token.unwrap().expose(), "from-env");
+        let args = Args::try_parse_from(["x", "--bundle-dir", "/b"]).unwrap();
+        assert!(Config::from_args(args, Some(" ".into())).is_err());
+    }
+}
