@@ -280,15 +280,7 @@ async fn write_material(
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(kube_err(format!("writing key material Secret {ns}/{name}")))?;
-    Ok(())
+    apply_secret(client, ns, &name, &secret, "key material").await
 }
 
 /// Writes the token once to `<name>-token`. The operator never reads it back.
@@ -314,14 +306,25 @@ async fn deliver_token(
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
+    apply_secret(client, ns, &name, &secret, "token").await
+}
+
+/// Server-side applies a Secret the operator owns; `what` names it in errors.
+async fn apply_secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    secret: &Secret,
+    what: &str,
+) -> Result<(), Error> {
     Api::<Secret>::namespaced(client.clone(), ns)
         .patch(
-            &name,
+            name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
+            &Patch::Apply(secret),
         )
         .await
-        .map_err(kube_err(format!("writing token Secret {ns}/{name}")))?;
+        .map_err(kube_err(format!("writing {what} Secret {ns}/{name}")))?;
     Ok(())
 }
 
@@ -344,10 +347,7 @@ async fn write_bundle(client: &Client, ns: &str, w: &BundleWrite) -> Result<Opti
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .patch(&name, &pp, &Patch::Apply(&secret))
-        .await
-        .map_err(kube_err(format!("writing bundle Secret {ns}/{name}")))?;
+    apply_secret(client, ns, &name, &secret, "bundle").await?;
     let cm = ConfigMap {
         metadata: meta,
         data: Some(BTreeMap::from([(
