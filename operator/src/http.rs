@@ -128,28 +128,9 @@ pub async fn serve_on(
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
 
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // never closed
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((permit, stream, peer)) =
+        accept_next(&listener, &permits, &shutdown, "health").await
+    {
         let state = state.clone();
         let metrics = Arc::clone(&metrics);
         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -225,6 +206,39 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// Waits for a connection slot and the next connection, until `shutdown` fires (then
+/// `None`). Accept errors (EMFILE and friends) are logged and retried after a pause
+/// instead of spinning. Shared by the health server and the webhook server.
+pub(crate) async fn accept_next(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+    server: &str,
+) -> Option<(
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::net::TcpStream,
+    SocketAddr,
+)> {
+    let permit = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return None,
+        p = Arc::clone(permits).acquire_owned() => p.ok()?, // never closed
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => return Some((permit, stream, peer)),
+                Err(e) => {
+                    warn!(server, error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -124,27 +124,9 @@ pub async fn serve_on(
     });
     let shutdown = stop;
 
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // never closed
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    warn!(error = %e, "accepting a webhook connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((permit, stream, peer)) =
+        crate::http::accept_next(&listener, &permits, &shutdown, "webhook").await
+    {
         let acceptor = acceptor.clone();
         let admission = Arc::clone(&admission);
         let http = http.clone();
