@@ -34,6 +34,37 @@ pub fn object_name(target: &str) -> String {
     format!("turnpike-{target}")
 }
 
+/// Most Secrets one target's keys may span: the primary Secret ([`object_name`], data key
+/// [`KEYS_FILE`]) and up to `MAX_KEY_SHARDS - 1` extra shards. A Secret holds at most
+/// 1 MiB, about 3,400 keys, so a target holds about 54,000 keys. The injector projects
+/// every possible shard into the sidecar's volume as an optional source, so shards can
+/// appear and disappear without touching the pod.
+pub const MAX_KEY_SHARDS: usize = 16;
+
+/// Secret data key of extra key shard `n` (1-based): `keys-<n>.json`.
+pub fn shard_file(n: usize) -> String {
+    format!("keys-{n}.json")
+}
+
+/// Name of the Secret holding extra key shard `n` (1-based) of a target:
+/// `turnpike-<target>.keys-<n>`. Target names are DNS labels, so the dot means a shard
+/// name never equals another target's object name.
+pub fn shard_object_name(target: &str, n: usize) -> String {
+    format!("turnpike-{target}.keys-{n}")
+}
+
+/// Name of the Secret, one per namespace, holding the token that guards the sidecars'
+/// `/internal/...` admin endpoints (data key [`ADMIN_TOKEN_KEY`]). The operator creates
+/// it; the injector mounts it (optional) into every sidecar; `kubectl turnpike usage`
+/// reads it. The dot keeps it apart from every target's `turnpike-<target>`.
+pub const ADMIN_SECRET: &str = "turnpike.admin";
+/// Data key of [`ADMIN_SECRET`].
+pub const ADMIN_TOKEN_KEY: &str = "token";
+/// Request header a caller may use instead of `Authorization: Bearer` to present the
+/// admin token. The API server's pod proxy consumes `Authorization` itself, so callers
+/// that go through it (`kubectl turnpike usage`) need another header.
+pub const ADMIN_TOKEN_HEADER: &str = "x-turnpike-admin-token";
+
 /// The keys a target accepts (the Secret payload).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
