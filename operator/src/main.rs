@@ -83,6 +83,22 @@ struct WebhookArgs {
     /// Run without the webhook (no server, no certificates, no registration).
     #[arg(long, env = "TURNPIKE_DISABLE_WEBHOOK")]
     disable_webhook: bool,
+    /// What the API server does with an opted-in pod when no replica answers: `Fail`
+    /// refuses it (it never starts unprotected; its controller retries), `Ignore`
+    /// creates it without the sidecar, that is without API-key enforcement.
+    #[arg(
+        long,
+        env = "TURNPIKE_WEBHOOK_FAILURE_POLICY",
+        value_enum,
+        ignore_case = true,
+        default_value_t = FailurePolicyArg::Fail
+    )]
+    webhook_failure_policy: FailurePolicyArg,
+    /// Serve the webhook with the `tls.crt`/`tls.key` of this Secret in the operator's
+    /// namespace (written and renewed by cert-manager, re-read every minute) and publish
+    /// its `ca.crt` as the caBundle, instead of the operator's own CA.
+    #[arg(long, env = "TURNPIKE_WEBHOOK_CERT_SECRET", value_name = "NAME")]
+    webhook_cert_secret: Option<String>,
     /// The sidecar image (default: this release's `ghcr.io/turnpike/turnpike-sidecar`).
     #[arg(long, env = "TURNPIKE_SIDECAR_IMAGE")]
     sidecar_image: Option<String>,
@@ -102,6 +118,40 @@ struct WebhookArgs {
     /// The sidecar's memory limit.
     #[arg(long, env = "TURNPIKE_SIDECAR_MEMORY_LIMIT", default_value = "128Mi")]
     sidecar_memory_limit: String,
+    /// The sidecar's proxy port (named `turnpike`) when the pod has no annotation
+    /// `turnpike.dev/listen-port`.
+    #[arg(long, env = "TURNPIKE_SIDECAR_LISTEN_PORT", default_value_t = webhook::inject::DEFAULT_LISTEN_PORT)]
+    sidecar_listen_port: u16,
+    /// The workload's port the sidecar forwards to when the pod has no annotation
+    /// `turnpike.dev/upstream-port`.
+    #[arg(long, env = "TURNPIKE_SIDECAR_UPSTREAM_PORT", default_value_t = webhook::inject::DEFAULT_UPSTREAM_PORT)]
+    sidecar_upstream_port: u16,
+    /// The sidecar's admin port (named `turnpike-admin`: probes, `/metrics`), the same in
+    /// every injected pod.
+    #[arg(long, env = "TURNPIKE_SIDECAR_ADMIN_PORT", default_value_t = webhook::inject::DEFAULT_ADMIN_PORT)]
+    sidecar_admin_port: u16,
+}
+
+/// `--webhook-failure-policy`.
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum FailurePolicyArg {
+    #[value(name = "Fail")]
+    Fail,
+    #[value(name = "Ignore")]
+    Ignore,
+}
+
+/// A Secret name: a DNS subdomain (lower-case letters, digits, '-' and '.', at most
+/// 253 characters, starting and ending with a letter or digit).
+fn is_dns_subdomain(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !name.is_empty()
+        && name.len() <= 253
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }
 
 impl WebhookArgs {
@@ -133,6 +183,22 @@ impl WebhookArgs {
             &self.sidecar_memory_limit,
         )
         .map_err(anyhow::Error::msg)?;
+        injector
+            .set_ports(
+                self.sidecar_listen_port,
+                self.sidecar_upstream_port,
+                self.sidecar_admin_port,
+            )
+            .map_err(anyhow::Error::msg)?;
+        let certs = match &self.webhook_cert_secret {
+            None => webhook::CertSource::Own,
+            Some(name) if is_dns_subdomain(name) => webhook::CertSource::Secret(name.clone()),
+            Some(name) => {
+                anyhow::bail!(
+                    "--webhook-cert-secret {name:?} is not a Secret name (a DNS subdomain)"
+                )
+            }
+        };
         Ok(Some(webhook::Settings {
             listen: self.webhook_listen,
             url,
@@ -140,6 +206,11 @@ impl WebhookArgs {
             namespace: namespace.to_owned(),
             injector,
             limits: Default::default(),
+            certs,
+            failure_policy: match self.webhook_failure_policy {
+                FailurePolicyArg::Fail => webhook::registration::FailurePolicy::Fail,
+                FailurePolicyArg::Ignore => webhook::registration::FailurePolicy::Ignore,
+            },
         }))
     }
 }
@@ -299,11 +370,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Every replica serves the webhook (the Service spreads calls over them); only the
     // leader renews certificates and registers the configuration (below).
     let injector = match webhook_settings {
-        Some(settings) => Some(
-            webhook::start(client.clone(), settings, shutdown.clone())
-                .await
-                .context("starting the sidecar injection webhook")?,
-        ),
+        Some(settings) => match webhook::start(client.clone(), settings, shutdown.clone()).await {
+            Ok(w) => Some(w),
+            // SIGTERM while waiting for a --webhook-cert-secret Secret: a clean exit.
+            Err(webhook::WebhookError::Cancelled) => {
+                info!("shut down before the webhook could serve");
+                let _ = server.await;
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("starting the sidecar injection webhook"),
+        },
         None => None,
     };
     health.set_ready();

@@ -57,7 +57,9 @@ async fn injected_pods_have_the_contracted_shape() {
             "--upstream",
             "http://127.0.0.1:8080",
             "--admin-listen",
-            "0.0.0.0:9901"
+            "0.0.0.0:9901",
+            "--admin-token-file",
+            "/var/run/turnpike/admin/token"
         ])
     );
     assert_eq!(
@@ -87,30 +89,49 @@ async fn injected_pods_have_the_contracted_shape() {
             "seccompProfile": {"type": "RuntimeDefault"}
         })
     );
-    // The bundle, and an empty directory over the token path: no service-account token
-    // in the sidecar.
+    // The bundle, the admin token, and an empty directory over the token path: no
+    // service-account token in the sidecar.
     assert_eq!(
         c["volumeMounts"],
         json!([
             {"name": "turnpike-bundle", "mountPath": "/etc/turnpike", "readOnly": true},
+            {"name": "turnpike-admin-token", "mountPath": "/var/run/turnpike/admin", "readOnly": true},
             {"name": "turnpike-no-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
         ])
     );
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
     assert_eq!(
         volumes.len(),
-        5,
-        "cache, config, kube-api-access, bundle, no-token"
+        6,
+        "cache, config, kube-api-access, bundle, admin token, no-token"
     );
+    // The bundle: the primary Secret and the ConfigMap (required), then every possible
+    // key shard (optional, one named file each).
+    let mut sources = vec![
+        json!({"secret": {"name": "turnpike-orders"}}),
+        json!({"configMap": {"name": "turnpike-orders"}}),
+    ];
+    for n in 1..turnpike_api::bundle::MAX_KEY_SHARDS {
+        sources.push(json!({"secret": {
+            "name": format!("turnpike-orders.keys-{n}"),
+            "optional": true,
+            "items": [{"key": format!("keys-{n}.json"), "path": format!("keys-{n}.json")}],
+        }}));
+    }
     assert_eq!(
         volumes[3],
-        json!({"name": "turnpike-bundle", "projected": {"sources": [
-            {"secret": {"name": "turnpike-orders"}},
-            {"configMap": {"name": "turnpike-orders"}}
-        ]}})
+        json!({"name": "turnpike-bundle", "projected": {"sources": sources}})
     );
     assert_eq!(
         volumes[4],
+        json!({"name": "turnpike-admin-token", "secret": {
+            "secretName": "turnpike.admin",
+            "optional": true,
+            "items": [{"key": "token", "path": "token"}],
+        }})
+    );
+    assert_eq!(
+        volumes[5],
         json!({"name": "turnpike-no-token", "emptyDir": {"sizeLimit": "1Ki"}})
     );
     assert_eq!(
@@ -138,6 +159,7 @@ async fn injected_pods_have_the_contracted_shape() {
         paths,
         [
             "/metadata/annotations/turnpike.dev~1injected",
+            "/spec/volumes/-",
             "/spec/volumes/-",
             "/spec/volumes/-",
             "/spec/initContainers/-"

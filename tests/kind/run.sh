@@ -106,6 +106,9 @@ export PATH="${CARGO_TARGET_DIR:-$repo/target}/debug:$PATH" # `kubectl turnpike`
 if [ "$SKIP_SUITE" != 1 ]; then
   step "e2e suite against kind (TURNPIKE_E2E_USE_KUBECONFIG=1)"
   export TURNPIKE_E2E_USE_KUBECONFIG=1
+  # The RBAC test registers its webhook at this host's 127.0.0.1 too: it checks the
+  # registration, but skips sending a pod through it.
+  export TURNPIKE_E2E_WEBHOOK_UNREACHABLE=1
   if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked -p turnpike-e2e --run-ignored only --test-threads 1 --no-fail-fast \
       -E 'not binary(webhook)'
@@ -121,9 +124,13 @@ fi
 step "helm install (namespace $SYSTEM_NS enforces Pod Security 'restricted')"
 kubectl create namespace "$SYSTEM_NS"
 kubectl label namespace "$SYSTEM_NS" pod-security.kubernetes.io/enforce=restricted
+# The sidecar values are the defaults, spelled out: the checks below depend on them
+# (Service targetPort `turnpike` -> 9080, the app on 8080, probes on 9901).
 "$helm" install turnpike charts/turnpike --namespace "$SYSTEM_NS" \
   --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="$TAG" --set image.pullPolicy=Never \
   --set sidecar.image.repository="${SIDECAR_IMAGE%:*}" --set sidecar.image.tag="$TAG" \
+  --set sidecar.listenPort=9080 --set sidecar.upstreamPort=8080 --set sidecar.adminPort=9901 \
+  --set webhook.failurePolicy=Fail \
   --wait --timeout 5m
 kubectl -n "$SYSTEM_NS" rollout status deployment/turnpike-operator --timeout 180s
 
@@ -137,6 +144,8 @@ for _ in $(seq 1 60); do
   sleep 2
 done
 [ -n "${ca:-}" ] || die "turnpike-injector was not registered with a caBundle"
+policies=$(kubectl get mutatingwebhookconfiguration turnpike-injector -o jsonpath='{.webhooks[*].failurePolicy}')
+[ "$policies" = "Fail Fail" ] || die "turnpike-injector failurePolicy '$policies', expected Fail (webhook.failurePolicy)"
 holder=$(kubectl -n "$SYSTEM_NS" get lease turnpike-operator -o jsonpath='{.spec.holderIdentity}')
 kubectl -n "$SYSTEM_NS" get pod "$holder" >/dev/null || die "Lease holder $holder is not an operator pod"
 echo "leader: $holder"
@@ -229,6 +238,11 @@ image=$(kubectl -n "$APP_NS" get pod "$pod" -o jsonpath='{.spec.initContainers[?
 restart=$(kubectl -n "$APP_NS" get pod "$pod" -o jsonpath='{.spec.initContainers[?(@.name=="turnpike-sidecar")].restartPolicy}')
 [ "$image" = "$SIDECAR_IMAGE" ] || die "pod $pod has no injected sidecar $SIDECAR_IMAGE (found '$image')"
 [ "$restart" = Always ] || die "the sidecar is not a native sidecar (restartPolicy '$restart')"
+args=$(kubectl -n "$APP_NS" get pod "$pod" -o jsonpath='{.spec.initContainers[?(@.name=="turnpike-sidecar")].args}')
+[[ $args == *'"--admin-token-file","/var/run/turnpike/admin/token"'* ]] \
+  || die "the sidecar is not given the admin token file: $args"
+shards=$(kubectl -n "$APP_NS" get pod "$pod" -o jsonpath='{.spec.volumes[?(@.name=="turnpike-bundle")].projected.sources[*].secret.name}')
+[[ $shards == *"turnpike-orders.keys-15"* ]] || die "the bundle volume does not project the key shards: $shards"
 injected=$(kubectl -n "$APP_NS" get pod "$pod" -o jsonpath='{.metadata.annotations.turnpike\.dev/injected}')
 [ -n "$injected" ] || die "pod $pod lacks the turnpike.dev/injected annotation"
 ports=$(kubectl -n "$APP_NS" get endpointslice -l kubernetes.io/service-name=orders -o jsonpath='{.items[*].ports[*].port}')

@@ -156,6 +156,17 @@ pub struct Process {
 impl Process {
     /// Starts `bin` with `args`, output to a temporary log file.
     pub fn start(bin: &std::path::Path, args: &[&str], log_name: &str) -> Process {
+        Self::start_with_env(bin, args, &[], log_name)
+    }
+
+    /// Starts `bin` with `args` and extra environment variables `env`, output to a
+    /// temporary log file.
+    pub fn start_with_env(
+        bin: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_name: &str,
+    ) -> Process {
         let log = std::env::temp_dir().join(format!(
             "turnpike-e2e-{log_name}-{}.log",
             std::process::id()
@@ -168,7 +179,13 @@ impl Process {
             Ok(f) => f,
             Err(e) => panic!("cloning log handle: {e}"),
         };
-        let child = match Command::new(bin).args(args).stdout(out).stderr(err).spawn() {
+        let child = match Command::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+        {
             Ok(c) => c,
             Err(e) => panic!("starting {}: {e}", bin.display()),
         };
@@ -271,6 +288,19 @@ pub fn start_operator(
     log: &str,
     extra: &[&str],
 ) -> Process {
+    start_operator_with_env(system_ns, lease, identity, log, extra, &[])
+}
+
+/// [`start_operator`] with extra environment variables, for example a `KUBECONFIG` that
+/// acts as the operator's ServiceAccount (see [`kubeconfig_as`]).
+pub fn start_operator_with_env(
+    system_ns: &str,
+    lease: &str,
+    identity: &str,
+    log: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Process {
     let webhook = extra.iter().any(|a| a.starts_with("--webhook"));
     let mut args = vec![
         "--namespace",
@@ -290,5 +320,63 @@ pub fn start_operator(
         args.push("--disable-webhook");
     }
     args.extend_from_slice(extra);
-    Process::start(&binary("turnpike-operator"), &args, log)
+    Process::start_with_env(&binary("turnpike-operator"), &args, env, log)
+}
+
+/// The ServiceAccount user name the API server gives `namespace/name`'s tokens.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+/// Writes a copy of the current kubeconfig (its current context only, credentials
+/// embedded) whose user impersonates `user` (kubeconfig `as:`, honoured by kubectl and
+/// by kube-rs, which send `Impersonate-User`), and returns its path. For a ServiceAccount
+/// user the API server adds the ServiceAccount's groups, so every request is authorized
+/// exactly as one made with that ServiceAccount's token.
+pub fn kubeconfig_as(user: &str, file_name: &str) -> PathBuf {
+    let raw = kubectl_ok(
+        &[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "--flatten",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let mut cfg: serde_json::Value = match serde_json::from_str(&raw) {
+        Ok(v) => v,
+        Err(e) => panic!("kubectl config view printed no JSON: {e}"),
+    };
+    let Some(entry) = cfg["users"].get_mut(0) else {
+        panic!("the kubeconfig has no user");
+    };
+    entry["user"]["as"] = serde_json::Value::String(user.to_owned());
+    let path = std::env::temp_dir().join(format!("{file_name}-{}.kubeconfig", std::process::id()));
+    let text = match serde_json::to_string_pretty(&cfg) {
+        Ok(t) => t,
+        Err(e) => panic!("serialising the kubeconfig: {e}"),
+    };
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("writing {}: {e}", path.display());
+    }
+    path
+}
+
+/// `kubectl auth can-i VERB RESOURCE --as USER [more args]`: whether the real authorizer
+/// allows it.
+pub fn can_i(user: &str, verb: &str, resource: &str, more: &[&str]) -> bool {
+    let mut args = vec!["auth", "can-i", verb, resource, "--as", user];
+    args.extend_from_slice(more);
+    let run = kubectl(&args, None);
+    match run.stdout.trim() {
+        "yes" => true,
+        s if s == "no" || s.starts_with("no ") => false,
+        _ => panic!(
+            "kubectl {args:?} answered neither yes nor no:\n{}\n{}",
+            run.stdout, run.stderr
+        ),
+    }
 }

@@ -193,7 +193,9 @@ fn the_webhook_injects_refuses_and_leaves_alone() {
             "--upstream",
             "http://127.0.0.1:8080",
             "--admin-listen",
-            "0.0.0.0:9901"
+            "0.0.0.0:9901",
+            "--admin-token-file",
+            "/var/run/turnpike/admin/token"
         ])
     );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
@@ -221,6 +223,7 @@ fn the_webhook_injects_refuses_and_leaves_alone() {
         c["volumeMounts"],
         json!([
             {"name": "turnpike-bundle", "mountPath": "/etc/turnpike", "readOnly": true},
+            {"name": "turnpike-admin-token", "mountPath": "/var/run/turnpike/admin", "readOnly": true},
             {"name": "turnpike-no-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
         ])
     );
@@ -238,10 +241,32 @@ fn the_webhook_injects_refuses_and_leaves_alone() {
         .find(|v| v["name"] == "turnpike-bundle")
         .cloned()
         .expect("bundle volume");
+    // The API server accepted the projection as sent: the primary Secret and the
+    // ConfigMap, then every possible key shard, optional.
+    let sources = volume["projected"]["sources"].as_array().unwrap();
     assert_eq!(
-        volume["projected"]["sources"],
-        json!([{"secret": {"name": "turnpike-orders"}}, {"configMap": {"name": "turnpike-orders"}}])
+        sources[..2],
+        [
+            json!({"secret": {"name": "turnpike-orders"}}),
+            json!({"configMap": {"name": "turnpike-orders"}})
+        ]
     );
+    assert_eq!(sources.len(), 2 + turnpike_api::bundle::MAX_KEY_SHARDS - 1);
+    assert_eq!(sources[2]["secret"]["name"], "turnpike-orders.keys-1");
+    assert_eq!(sources[2]["secret"]["optional"], true);
+    assert_eq!(
+        sources[2]["secret"]["items"],
+        json!([{"key": "keys-1.json", "path": "keys-1.json"}])
+    );
+    let admin = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "turnpike-admin-token")
+        .cloned()
+        .expect("admin token volume");
+    assert_eq!(admin["secret"]["secretName"], "turnpike.admin");
+    assert_eq!(admin["secret"]["optional"], true);
     assert_eq!(
         pod["metadata"]["annotations"]["turnpike.dev/injected"],
         json!(env!("CARGO_PKG_VERSION"))
@@ -395,5 +420,234 @@ fn the_webhook_injects_refuses_and_leaves_alone() {
     );
     // `cleanup` removes the configuration (it points at a dead address now) and the
     // namespaces.
+    drop(cleanup);
+}
+
+/// A CA and a serving certificate for 127.0.0.1 made with openssl, as cert-manager would
+/// write them: (`tls.crt`, `tls.key`, `ca.crt`) file paths in `dir`.
+fn issue_with_openssl(dir: &std::path::Path, tag: &str) -> [std::path::PathBuf; 3] {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let f = |n: &str| format!("{tag}-{n}");
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    run(&[&["genpkey"][..], &ec, &["-out", &f("ca.key")]].concat());
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &f("ca.key"),
+        "-subj",
+        &format!("/CN=e2e-ca-{tag}"),
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        &f("ca.crt"),
+    ]);
+    run(&[&["genpkey"][..], &ec, &["-out", &f("tls.key")]].concat());
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        &f("tls.key"),
+        "-subj",
+        "/CN=webhook",
+        "-out",
+        &f("tls.csr"),
+    ]);
+    std::fs::write(
+        dir.join(f("ext")),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &f("tls.csr"),
+        "-CA",
+        &f("ca.crt"),
+        "-CAkey",
+        &f("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &f("ext"),
+        "-out",
+        &f("tls.crt"),
+    ]);
+    [
+        dir.join(f("tls.crt")),
+        dir.join(f("tls.key")),
+        dir.join(f("ca.crt")),
+    ]
+}
+
+fn tls_secret_yaml(ns: &str, name: &str, files: &[std::path::PathBuf; 3]) -> String {
+    let b64 = |p: &std::path::Path| data_encoding::BASE64.encode(&std::fs::read(p).unwrap());
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n  ca.crt: {}\n",
+        b64(&files[0]),
+        b64(&files[1]),
+        b64(&files[2])
+    )
+}
+
+fn ca_bundle_of_injector() -> Option<Vec<Vec<u8>>> {
+    let run = kubectl(
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "turnpike-injector",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let v: Value = serde_json::from_str(&run.stdout).ok()?;
+    v["webhooks"]
+        .as_array()?
+        .iter()
+        .map(|h| {
+            let b = h["clientConfig"]["caBundle"].as_str()?;
+            data_encoding::BASE64.decode(b.as_bytes()).ok()
+        })
+        .collect()
+}
+
+/// `--webhook-cert-secret` (cert-manager mode) and `--webhook-failure-policy Ignore`:
+/// the operator serves the pair it is given, publishes its `ca.crt`, writes no
+/// certificate of its own, picks up a renewed Secret without a restart, and an outage
+/// lets opted-in pods through unprotected, as `Ignore` means.
+#[test]
+#[ignore = "needs a cluster: scripts/e2e"]
+fn the_webhook_serves_a_certificate_from_a_secret_and_reloads_it() {
+    install_crds();
+    let system = namespace("e2e-whcm-system");
+    let mut cleanup = Cleanup(vec![system.clone()]);
+    let ns = namespace("e2e-whcm");
+    cleanup.0.push(ns.clone());
+    let dir = std::env::temp_dir().join(format!("turnpike-e2e-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = issue_with_openssl(&dir, "one");
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&tls_secret_yaml(&system, "hook-tls", &first)),
+    );
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
+    let mut op = start_operator(
+        &system,
+        "turnpike-operator",
+        "webhook-cm-e2e",
+        "operator-webhook-cm",
+        &[
+            "--webhook-listen",
+            &listen,
+            "--webhook-url",
+            &url,
+            "--webhook-cert-secret",
+            "hook-tls",
+            "--webhook-failure-policy",
+            "Ignore",
+            "--sidecar-image",
+            "ghcr.io/turnpike/turnpike-sidecar:e2e",
+        ],
+    );
+
+    // The caBundle is the Secret's ca.crt, byte for byte, and the policy is Ignore.
+    let ca_one = std::fs::read(&first[2]).unwrap();
+    eventually("turnpike-injector with the Secret's ca.crt", WAIT, || {
+        ca_bundle_of_injector()
+            .filter(|b| b.len() == 2 && b.iter().all(|b| *b == ca_one))
+            .map(|_| ())
+    });
+    let policies = kubectl_ok(
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "turnpike-injector",
+            "-o",
+            "jsonpath={.webhooks[*].failurePolicy}",
+        ],
+        None,
+    );
+    assert_eq!(policies, "Ignore Ignore");
+    assert!(
+        !kubectl(
+            &["get", "secret", "turnpike-webhook-certs", "-n", &system],
+            None
+        )
+        .ok,
+        "the operator wrote its own certificate Secret in cert-secret mode"
+    );
+
+    let annotated = |name: &str| {
+        pod_yaml(
+            &ns,
+            name,
+            "{app.kubernetes.io/name: orders}",
+            "{turnpike.dev/inject: 'true'}",
+        )
+    };
+    // With Ignore, a failed call creates the pod without the sidecar: retry until the
+    // webhook (serving the given certificate) has injected it.
+    let injected = |name: &str| {
+        let _ = kubectl(&["delete", "pod", name, "-n", &ns, "--wait=false"], None);
+        if !kubectl(&["apply", "-f", "-"], Some(&annotated(name))).ok {
+            return None;
+        }
+        sidecar(&get_pod(&ns, name)).map(|_| ())
+    };
+    eventually("a pod injected over the Secret's certificate", WAIT, || {
+        injected("first")
+    });
+
+    // cert-manager renews (here with a new CA, the harder case): the operator re-reads
+    // the Secret (every minute), serves the new pair and publishes the new CA.
+    let second = issue_with_openssl(&dir, "two");
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&tls_secret_yaml(&system, "hook-tls", &second)),
+    );
+    let ca_two = std::fs::read(&second[2]).unwrap();
+    eventually(
+        "the renewed ca.crt in turnpike-injector",
+        Duration::from_secs(180),
+        || {
+            ca_bundle_of_injector()
+                .filter(|b| b.iter().all(|b| *b == ca_two))
+                .map(|_| ())
+        },
+    );
+    eventually("a pod injected over the renewed certificate", WAIT, || {
+        injected("second")
+    });
+
+    let log = op.output();
+    assert!(!log.contains("PRIVATE KEY"), "key material in the log");
+    assert!(op.terminate(Duration::from_secs(20)), "{}", op.output());
+
+    // Ignore: with no webhook answering, an opted-in pod is created, without the sidecar.
+    kubectl_ok(&["apply", "-f", "-"], Some(&annotated("while-down")));
+    assert_untouched(&get_pod(&ns, "while-down"));
+    let _ = std::fs::remove_dir_all(&dir);
     drop(cleanup);
 }

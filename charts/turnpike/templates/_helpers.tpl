@@ -61,23 +61,18 @@ helm.sh/chart: {{ include "turnpike.chart" . }}
 {{- end -}}
 
 {{/*
-Values this operator release cannot honour: refuse them instead of rendering a chart
-that silently does something else. Each names the operator flag that would lift it.
+Values the chart refuses instead of rendering something that fails later (at the
+operator's start, or at every injected pod's creation).
 */}}
 {{- define "turnpike.validate" -}}
-{{- if ne .Values.webhook.failurePolicy "Fail" -}}
-{{- fail (printf "webhook.failurePolicy=%s: this operator release always registers failurePolicy Fail on its MutatingWebhookConfiguration and has no flag to change it (pending: --webhook-failure-policy); see README \"Webhook\"" .Values.webhook.failurePolicy) -}}
-{{- end -}}
 {{- if ne (int .Values.webhook.service.port) 443 -}}
 {{- fail "webhook.service.port: the operator registers the webhook Service on port 443; it cannot be changed" -}}
 {{- end -}}
-{{- if ne (int .Values.sidecar.listenPort) 9080 -}}
-{{- fail "sidecar.listenPort: this operator release fixes the sidecar's default proxy port at 9080 (pending flag: --sidecar-listen-port); per pod, use the annotation turnpike.dev/listen-port" -}}
+{{- $s := .Values.sidecar -}}
+{{- if or (eq (int $s.listenPort) (int $s.adminPort)) (eq (int $s.listenPort) (int $s.upstreamPort)) (eq (int $s.upstreamPort) (int $s.adminPort)) -}}
+{{- fail (printf "sidecar.listenPort (%v), sidecar.upstreamPort (%v) and sidecar.adminPort (%v) must differ: the sidecar's proxy, the workload and the sidecar's admin server share the pod's network" $s.listenPort $s.upstreamPort $s.adminPort) -}}
 {{- end -}}
-{{- if ne (int .Values.sidecar.adminPort) 9901 -}}
-{{- fail "sidecar.adminPort: this operator release fixes the sidecar's admin port at 9901 (pending flag: --sidecar-admin-port)" -}}
-{{- end -}}
-{{- if .Values.webhook.certManager.enabled -}}
-{{- fail "webhook.certManager.enabled: pending. This operator release makes and rotates its own webhook certificate (Secret turnpike-webhook-certs) and has no flag to serve one issued by cert-manager (needed: --webhook-cert-secret NAME, reading tls.crt, tls.key and ca.crt and publishing ca.crt as the caBundle); see README \"Pending options\"" -}}
+{{- if and .Values.webhook.certManager.enabled (not .Values.webhook.enabled) -}}
+{{- fail "webhook.certManager.enabled needs webhook.enabled: without the webhook there is no certificate to issue" -}}
 {{- end -}}
 {{- end -}}

@@ -1,5 +1,5 @@
 //! What the injector puts into a pod, validated once at start: the sidecar image, how it
-//! is injected (native sidecar or plain container) and its resources.
+//! is injected (native sidecar or plain container), its resources and its ports.
 
 use std::collections::BTreeSet;
 
@@ -161,6 +161,14 @@ pub struct InjectorConfig {
     pub mode: SidecarMode,
     /// Requests and limits.
     pub resources: SidecarResources,
+    /// Default proxy port (`--sidecar-listen-port`); a pod's annotation
+    /// `turnpike.dev/listen-port` overrides it.
+    pub listen_port: u16,
+    /// Default workload port (`--sidecar-upstream-port`); a pod's annotation
+    /// `turnpike.dev/upstream-port` overrides it.
+    pub upstream_port: u16,
+    /// The admin port (`--sidecar-admin-port`), the same in every injected pod.
+    pub admin_port: u16,
     /// The operator's version, written to the `turnpike.dev/injected` annotation.
     pub version: String,
     /// Namespaces never touched: `kube-system` and the operator's own.
@@ -182,9 +190,54 @@ impl InjectorConfig {
             image: default_image(),
             mode: SidecarMode::Native,
             resources: SidecarResources::default(),
+            listen_port: super::inject::DEFAULT_LISTEN_PORT,
+            upstream_port: super::inject::DEFAULT_UPSTREAM_PORT,
+            admin_port: super::inject::DEFAULT_ADMIN_PORT,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protected_namespaces: BTreeSet::from(["kube-system".to_owned(), own_namespace.into()]),
         }
+    }
+
+    /// Sets the three port defaults, refusing 0 and any two that are equal: each would
+    /// make every injected pod that keeps the defaults fail (or be refused), so the
+    /// operator stops at start instead.
+    pub fn set_ports(&mut self, listen: u16, upstream: u16, admin: u16) -> Result<(), String> {
+        for (flag, port) in [
+            ("--sidecar-listen-port", listen),
+            ("--sidecar-upstream-port", upstream),
+            ("--sidecar-admin-port", admin),
+        ] {
+            if port == 0 {
+                return Err(format!("{flag} must be a port from 1 to 65535"));
+            }
+        }
+        for (a, b, port) in [
+            (
+                "--sidecar-listen-port",
+                "--sidecar-upstream-port",
+                listen == upstream,
+            ),
+            (
+                "--sidecar-listen-port",
+                "--sidecar-admin-port",
+                listen == admin,
+            ),
+            (
+                "--sidecar-upstream-port",
+                "--sidecar-admin-port",
+                upstream == admin,
+            ),
+        ] {
+            if port {
+                return Err(format!(
+                    "{a} and {b} are equal; the sidecar needs distinct ports for its proxy, the workload and its admin server"
+                ));
+            }
+        }
+        self.listen_port = listen;
+        self.upstream_port = upstream;
+        self.admin_port = admin;
+        Ok(())
     }
 }
 
@@ -215,6 +268,37 @@ mod tests {
             let err = Quantity::parse(bad).unwrap_err();
             assert!(err.contains("not a Kubernetes quantity"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn port_defaults_are_distinct_and_non_zero() {
+        let mut c = InjectorConfig::new("ns");
+        assert_eq!(
+            (c.listen_port, c.upstream_port, c.admin_port),
+            (9080, 8080, 9901)
+        );
+        c.set_ports(7080, 3000, 7901).unwrap();
+        assert_eq!(
+            (c.listen_port, c.upstream_port, c.admin_port),
+            (7080, 3000, 7901)
+        );
+        let err = c.set_ports(9080, 9080, 9901).unwrap_err();
+        assert!(
+            err.starts_with("--sidecar-listen-port and --sidecar-upstream-port are equal"),
+            "{err}"
+        );
+        let err = c.set_ports(9080, 8080, 8080).unwrap_err();
+        assert!(
+            err.starts_with("--sidecar-upstream-port and --sidecar-admin-port"),
+            "{err}"
+        );
+        let err = c.set_ports(0, 8080, 9901).unwrap_err();
+        assert!(err.contains("--sidecar-listen-port must be"), "{err}");
+        // A refused setting changes nothing.
+        assert_eq!(
+            (c.listen_port, c.upstream_port, c.admin_port),
+            (7080, 3000, 7901)
+        );
     }
 
     #[test]

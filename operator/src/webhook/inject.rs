@@ -27,9 +27,10 @@ pub const NAMESPACE_LABEL: &str = "turnpike.dev/inject";
 pub const NAMESPACE_LABEL_ENABLED: &str = "enabled";
 /// Pod annotation naming the target (default: label `app.kubernetes.io/name`, else `app`).
 pub const TARGET_ANNOTATION: &str = "turnpike.dev/target";
-/// Pod annotation: the workload's port the sidecar forwards to (default 8080).
+/// Pod annotation: the workload's port the sidecar forwards to (default
+/// `--sidecar-upstream-port`, 8080).
 pub const UPSTREAM_PORT_ANNOTATION: &str = "turnpike.dev/upstream-port";
-/// Pod annotation: the sidecar's proxy port (default 9080).
+/// Pod annotation: the sidecar's proxy port (default `--sidecar-listen-port`, 9080).
 pub const LISTEN_PORT_ANNOTATION: &str = "turnpike.dev/listen-port";
 /// Pod annotation the injector adds, with the operator's version.
 pub const INJECTED_ANNOTATION: &str = "turnpike.dev/injected";
@@ -49,12 +50,25 @@ pub const NO_TOKEN_VOLUME_NAME: &str = "turnpike-no-token";
 pub const SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Where the bundle is mounted (`--bundle-dir`).
 pub const BUNDLE_DIR: &str = "/etc/turnpike";
-/// Default of [`UPSTREAM_PORT_ANNOTATION`].
+/// The optional Secret volume holding the sidecar's admin token.
+pub const ADMIN_TOKEN_VOLUME_NAME: &str = "turnpike-admin-token";
+/// Where [`ADMIN_TOKEN_VOLUME_NAME`] is mounted.
+pub const ADMIN_TOKEN_DIR: &str = "/var/run/turnpike/admin";
+/// The admin token file the sidecar is pointed at (`--admin-token-file`): data key
+/// [`turnpike_api::bundle::ADMIN_TOKEN_KEY`] of Secret
+/// [`turnpike_api::bundle::ADMIN_SECRET`], projected under [`ADMIN_TOKEN_DIR`]. The
+/// volume is optional, so the file may be missing until the operator creates the Secret
+/// (the sidecar waits for it).
+pub const ADMIN_TOKEN_FILE: &str = "/var/run/turnpike/admin/token";
+/// File name of the token inside [`ADMIN_TOKEN_DIR`].
+const ADMIN_TOKEN_FILE_NAME: &str = "token";
+/// Default of [`UPSTREAM_PORT_ANNOTATION`] (`--sidecar-upstream-port` changes it).
 pub const DEFAULT_UPSTREAM_PORT: u16 = 8080;
-/// Default of [`LISTEN_PORT_ANNOTATION`].
+/// Default of [`LISTEN_PORT_ANNOTATION`] (`--sidecar-listen-port` changes it).
 pub const DEFAULT_LISTEN_PORT: u16 = 9080;
-/// The sidecar's admin port (probes, metrics); fixed so probes and scrapers know it.
-pub const ADMIN_PORT: u16 = 9901;
+/// Default of the sidecar's admin port (probes, metrics; `--sidecar-admin-port`). Not
+/// per pod: probes and scrapers find it by its name [`ADMIN_PORT_NAME`].
+pub const DEFAULT_ADMIN_PORT: u16 = 9901;
 /// Name of the proxy port (Services should use it as `targetPort`).
 pub const PORT_NAME: &str = "turnpike";
 /// Name of the admin port.
@@ -300,7 +314,7 @@ fn port(pod: &Pod, key: &'static str, default: u16) -> Result<u16, Refusal> {
     }
 }
 
-fn check_ports(pod: &Pod, listen: u16, upstream: u16) -> Result<(), Refusal> {
+fn check_ports(pod: &Pod, listen: u16, upstream: u16, admin: u16) -> Result<(), Refusal> {
     if listen == upstream {
         return Err(Refusal::SamePorts { port: listen });
     }
@@ -308,7 +322,7 @@ fn check_ports(pod: &Pod, listen: u16, upstream: u16) -> Result<(), Refusal> {
         (LISTEN_PORT_ANNOTATION, listen),
         (UPSTREAM_PORT_ANNOTATION, upstream),
     ] {
-        if port == ADMIN_PORT {
+        if port == admin {
             return Err(Refusal::AdminPort { annotation, port });
         }
     }
@@ -324,7 +338,7 @@ fn check_ports(pod: &Pod, listen: u16, upstream: u16) -> Result<(), Refusal> {
                 ),
                 (
                     "the sidecar's admin port",
-                    ADMIN_PORT,
+                    admin,
                     "move that container off this port",
                 ),
             ] {
@@ -354,6 +368,7 @@ fn check_ports(pod: &Pod, listen: u16, upstream: u16) -> Result<(), Refusal> {
 /// The sidecar container (step 4), as JSON the API server accepts.
 pub fn sidecar_container(cfg: &InjectorConfig, listen: u16, upstream: u16) -> Value {
     let r = &cfg.resources;
+    let admin = cfg.admin_port;
     let mut c = json!({
         "name": CONTAINER_NAME,
         "image": cfg.image,
@@ -361,11 +376,12 @@ pub fn sidecar_container(cfg: &InjectorConfig, listen: u16, upstream: u16) -> Va
             "--bundle-dir", BUNDLE_DIR,
             "--listen", format!("0.0.0.0:{listen}"),
             "--upstream", format!("http://127.0.0.1:{upstream}"),
-            "--admin-listen", format!("0.0.0.0:{ADMIN_PORT}"),
+            "--admin-listen", format!("0.0.0.0:{admin}"),
+            "--admin-token-file", ADMIN_TOKEN_FILE,
         ],
         "ports": [
             {"name": PORT_NAME, "containerPort": listen, "protocol": "TCP"},
-            {"name": ADMIN_PORT_NAME, "containerPort": ADMIN_PORT, "protocol": "TCP"},
+            {"name": ADMIN_PORT_NAME, "containerPort": admin, "protocol": "TCP"},
         ],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": ADMIN_PORT_NAME},
@@ -389,11 +405,13 @@ pub fn sidecar_container(cfg: &InjectorConfig, listen: u16, upstream: u16) -> Va
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        // The bundle, and an empty directory where a token would go: the sidecar reads
+        // The bundle, the admin token (optional: see `admin_token_volume`), and an
+        // empty directory where a service-account token would go: the sidecar reads
         // files and talks to no API, so it has no service-account token even when the
         // workload's pod automounts one (see `no_token_volume`).
         "volumeMounts": [
             {"name": VOLUME_NAME, "mountPath": BUNDLE_DIR, "readOnly": true},
+            {"name": ADMIN_TOKEN_VOLUME_NAME, "mountPath": ADMIN_TOKEN_DIR, "readOnly": true},
             {"name": NO_TOKEN_VOLUME_NAME, "mountPath": SA_TOKEN_PATH, "readOnly": true},
         ],
     });
@@ -406,18 +424,57 @@ pub fn sidecar_container(cfg: &InjectorConfig, listen: u16, upstream: u16) -> Va
 }
 
 /// The projected volume: Secret and ConfigMap `turnpike-<target>` laid out in one
-/// directory, as DESIGN.md's bundle-dir contract says. Not optional: until the operator
-/// has written the bundle the kubelet reports a clear `FailedMount` and the workload
-/// does not start unprotected.
+/// directory, as DESIGN.md's bundle-dir contract says, then every possible key shard
+/// Secret `turnpike-<target>.keys-<n>` (n = 1 .. [`MAX_KEY_SHARDS`] - 1), each mapping
+/// its one data key `keys-<n>.json` to the file of the same name.
+///
+/// The primary Secret and the ConfigMap are not optional: until the operator has
+/// written the bundle the kubelet reports a clear `FailedMount` and the workload does
+/// not start unprotected. The shards are optional: a target has as many as its keys
+/// need, and they appear and disappear as keys are added and removed; the kubelet
+/// projects the ones that exist and refreshes the volume when one appears, without a
+/// change to the pod. Only the named key is projected from a shard, so a shard can
+/// never put a file over the primary's `keys.json` or the ConfigMap's files.
+///
+/// [`MAX_KEY_SHARDS`]: turnpike_api::bundle::MAX_KEY_SHARDS
 pub fn bundle_volume(target: &str) -> Value {
-    let name = turnpike_api::bundle::object_name(target);
+    use turnpike_api::bundle::{MAX_KEY_SHARDS, object_name, shard_file, shard_object_name};
+    let name = object_name(target);
+    let mut sources = vec![
+        json!({"secret": {"name": name}}),
+        json!({"configMap": {"name": name}}),
+    ];
+    sources.extend((1..MAX_KEY_SHARDS).map(|n| {
+        let file = shard_file(n);
+        json!({"secret": {
+            "name": shard_object_name(target, n),
+            "optional": true,
+            "items": [{"key": file, "path": file}],
+        }})
+    }));
     json!({
         "name": VOLUME_NAME,
-        "projected": {
-            "sources": [
-                {"secret": {"name": name}},
-                {"configMap": {"name": name}},
-            ],
+        "projected": {"sources": sources},
+    })
+}
+
+/// The admin token: data key [`ADMIN_TOKEN_KEY`] of Secret [`ADMIN_SECRET`] (one per
+/// namespace, created by the operator), as the file [`ADMIN_TOKEN_FILE`]. Optional, so
+/// a pod starts before the operator has created the Secret (the sidecar waits for the
+/// file; the kubelet adds it when the Secret appears) and the workload never fails to
+/// start over a token that only guards `/internal/...`. Its own volume rather than a
+/// source of the bundle volume: the bundle directory's files are all bundle data.
+///
+/// [`ADMIN_TOKEN_KEY`]: turnpike_api::bundle::ADMIN_TOKEN_KEY
+/// [`ADMIN_SECRET`]: turnpike_api::bundle::ADMIN_SECRET
+pub fn admin_token_volume() -> Value {
+    use turnpike_api::bundle::{ADMIN_SECRET, ADMIN_TOKEN_KEY};
+    json!({
+        "name": ADMIN_TOKEN_VOLUME_NAME,
+        "secret": {
+            "secretName": ADMIN_SECRET,
+            "optional": true,
+            "items": [{"key": ADMIN_TOKEN_KEY, "path": ADMIN_TOKEN_FILE_NAME}],
         },
     })
 }
@@ -455,14 +512,15 @@ fn append(ops: &mut Vec<PatchOperation>, tokens: &[&str], exists: bool, values: 
 /// The target, ports and patch for a pod that is to get the sidecar (step 4).
 pub fn injection(pod: &Pod, cfg: &InjectorConfig) -> Result<Injection, Refusal> {
     let target = target(pod)?;
-    let upstream_port = port(pod, UPSTREAM_PORT_ANNOTATION, DEFAULT_UPSTREAM_PORT)?;
-    let listen_port = port(pod, LISTEN_PORT_ANNOTATION, DEFAULT_LISTEN_PORT)?;
-    check_ports(pod, listen_port, upstream_port)?;
+    let upstream_port = port(pod, UPSTREAM_PORT_ANNOTATION, cfg.upstream_port)?;
+    let listen_port = port(pod, LISTEN_PORT_ANNOTATION, cfg.listen_port)?;
+    check_ports(pod, listen_port, upstream_port, cfg.admin_port)?;
     let spec = pod.spec.as_ref();
     let volumes = spec.and_then(|s| s.volumes.as_ref());
     if let Some(taken) = volumes.and_then(|v| {
-        v.iter()
-            .find(|v| v.name == VOLUME_NAME || v.name == NO_TOKEN_VOLUME_NAME)
+        v.iter().find(|v| {
+            [VOLUME_NAME, ADMIN_TOKEN_VOLUME_NAME, NO_TOKEN_VOLUME_NAME].contains(&v.name.as_str())
+        })
     }) {
         return Err(Refusal::VolumeInUse {
             name: taken.name.clone(),
@@ -485,7 +543,11 @@ pub fn injection(pod: &Pod, cfg: &InjectorConfig) -> Result<Injection, Refusal> 
         &mut ops,
         &["spec", "volumes"],
         volumes.is_some(),
-        vec![bundle_volume(&target), no_token_volume()],
+        vec![
+            bundle_volume(&target),
+            admin_token_volume(),
+            no_token_volume(),
+        ],
     );
     let container = vec![sidecar_container(cfg, listen_port, upstream_port)];
     match cfg.mode {
@@ -557,14 +619,15 @@ mod tests {
                 "/metadata/annotations",
                 "/spec/volumes/-",
                 "/spec/volumes/-",
+                "/spec/volumes/-",
                 "/spec/initContainers/-"
             ]
         );
         let mut plain = cfg();
         plain.mode = SidecarMode::Plain;
         let inj = injection(&p, &plain).unwrap();
-        assert_eq!(paths(&inj.patch)[3], "/spec/containers/-");
-        let PatchOperation::Add(a) = &inj.patch.0[3] else {
+        assert_eq!(paths(&inj.patch)[4], "/spec/containers/-");
+        let PatchOperation::Add(a) = &inj.patch.0[4] else {
             panic!()
         };
         assert!(a.value.get("restartPolicy").is_none());
@@ -633,7 +696,7 @@ mod tests {
 
     #[test]
     fn volume_names_the_injector_needs_are_refused_when_taken() {
-        for name in [VOLUME_NAME, NO_TOKEN_VOLUME_NAME] {
+        for name in [VOLUME_NAME, ADMIN_TOKEN_VOLUME_NAME, NO_TOKEN_VOLUME_NAME] {
             let p = pod(json!({
                 "metadata": {"labels": {"app": "a"}},
                 "spec": {"containers": [], "volumes": [{"name": name, "emptyDir": {}}]},
@@ -670,6 +733,139 @@ mod tests {
                 port: 9901
             })
         );
+    }
+
+    #[test]
+    fn the_bundle_volume_projects_every_possible_shard_as_optional() {
+        use turnpike_api::bundle::{MAX_KEY_SHARDS, object_name, shard_file, shard_object_name};
+        let v = bundle_volume("orders");
+        assert_eq!(v["name"], VOLUME_NAME);
+        let sources = v["projected"]["sources"].as_array().unwrap();
+        assert_eq!(sources.len(), 2 + MAX_KEY_SHARDS - 1);
+        // The primary Secret and the ConfigMap: required, every key.
+        assert_eq!(sources[0], json!({"secret": {"name": "turnpike-orders"}}));
+        assert_eq!(
+            sources[1],
+            json!({"configMap": {"name": "turnpike-orders"}})
+        );
+        assert_eq!(object_name("orders"), "turnpike-orders");
+        // Then shards 1 ..= MAX_KEY_SHARDS - 1, optional, one named key each.
+        for (i, n) in (1..MAX_KEY_SHARDS).enumerate() {
+            assert_eq!(
+                sources[2 + i],
+                json!({"secret": {
+                    "name": shard_object_name("orders", n),
+                    "optional": true,
+                    "items": [{"key": shard_file(n), "path": shard_file(n)}],
+                }})
+            );
+        }
+        assert_eq!(
+            sources[2],
+            json!({"secret": {"name": "turnpike-orders.keys-1", "optional": true,
+                "items": [{"key": "keys-1.json", "path": "keys-1.json"}]}})
+        );
+        assert_eq!(
+            sources.last().unwrap()["secret"]["name"],
+            "turnpike-orders.keys-15"
+        );
+        // No two sources write the same file name.
+        let files: Vec<&str> = sources[2..]
+            .iter()
+            .map(|s| s["secret"]["items"][0]["path"].as_str().unwrap())
+            .collect();
+        let unique: std::collections::BTreeSet<&str> = files.iter().copied().collect();
+        assert_eq!(unique.len(), files.len());
+        assert!(!unique.contains(turnpike_api::bundle::KEYS_FILE));
+    }
+
+    #[test]
+    fn the_admin_token_is_an_optional_read_only_secret_file() {
+        let v = admin_token_volume();
+        assert_eq!(
+            v,
+            json!({"name": "turnpike-admin-token", "secret": {
+                "secretName": "turnpike.admin",
+                "optional": true,
+                "items": [{"key": "token", "path": "token"}],
+            }})
+        );
+        assert_eq!(
+            ADMIN_TOKEN_FILE,
+            format!("{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_FILE_NAME}")
+        );
+        let c = sidecar_container(&cfg(), 9080, 8080);
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let at = args
+            .iter()
+            .position(|a| *a == "--admin-token-file")
+            .unwrap();
+        assert_eq!(args[at + 1], "/var/run/turnpike/admin/token");
+        assert!(
+            c["volumeMounts"].as_array().unwrap().contains(&json!(
+                {"name": "turnpike-admin-token", "mountPath": "/var/run/turnpike/admin", "readOnly": true}
+            ))
+        );
+    }
+
+    #[test]
+    fn configured_port_defaults_apply_and_annotations_override_them() {
+        let mut c = cfg();
+        c.listen_port = 7080;
+        c.upstream_port = 3000;
+        c.admin_port = 7901;
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "app"}]},
+        }));
+        let inj = injection(&p, &c).unwrap();
+        assert_eq!((inj.listen_port, inj.upstream_port), (7080, 3000));
+        let Some(PatchOperation::Add(a)) = inj.patch.0.last() else {
+            panic!()
+        };
+        // `initContainers` was absent: the patch creates it with the sidecar.
+        let sc = &a.value[0];
+        assert_eq!(
+            sc["ports"],
+            json!([
+                {"name": "turnpike", "containerPort": 7080, "protocol": "TCP"},
+                {"name": "turnpike-admin", "containerPort": 7901, "protocol": "TCP"},
+            ])
+        );
+        let args = &sc["args"];
+        assert_eq!(args[3], "0.0.0.0:7080");
+        assert_eq!(args[5], "http://127.0.0.1:3000");
+        assert_eq!(args[7], "0.0.0.0:7901");
+        assert_eq!(sc["readinessProbe"]["httpGet"]["port"], "turnpike-admin");
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "a"}, "annotations": {
+                "turnpike.dev/listen-port": "9080", "turnpike.dev/upstream-port": "8081"}},
+            "spec": {"containers": [{"name": "app"}]},
+        }));
+        let inj = injection(&p, &c).unwrap();
+        assert_eq!((inj.listen_port, inj.upstream_port), (9080, 8081));
+        // The configured admin port is the one refused, not the built-in default.
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "a"}, "annotations": {"turnpike.dev/listen-port": "7901"}},
+            "spec": {"containers": []},
+        }));
+        assert_eq!(
+            injection(&p, &c),
+            Err(Refusal::AdminPort {
+                annotation: LISTEN_PORT_ANNOTATION,
+                port: 7901
+            })
+        );
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "a"}, "annotations": {"turnpike.dev/listen-port": "9901"}},
+            "spec": {"containers": []},
+        }));
+        assert!(injection(&p, &c).is_ok());
     }
 
     #[test]

@@ -1,11 +1,19 @@
 //! The sidecar injector: a mutating admission webhook served by every operator replica
-//! over TLS, with certificates the operator makes and renews itself (no cert-manager).
+//! over TLS, with certificates the operator makes and renews itself (no cert-manager),
+//! or, with `--webhook-cert-secret`, with a certificate someone else issues and renews
+//! ([`external`]: cert-manager).
 //!
 //! - [`inject`]: the decision and the JSON patch (pure);
 //! - [`review`]: AdmissionReview in, AdmissionReview out;
 //! - [`server`]: the HTTPS server (`POST /mutate-pods`);
 //! - [`certs`], [`tls`], [`secret`]: CA and serving certificate, hot reload, storage;
+//! - [`external`]: a serving certificate read from a Secret the operator does not write;
 //! - [`registration`]: the MutatingWebhookConfiguration `turnpike-injector`.
+//!
+//! With `--webhook-cert-secret` the duties below stay the same, except that nobody in
+//! the operator writes certificates: every replica waits (not ready) until the Secret
+//! holds a usable pair, serves it, re-reads it every minute; the leader publishes its
+//! `ca.crt` as the `caBundle`.
 //!
 //! Who does what across replicas:
 //! - every replica, at start: create the Secret `turnpike-webhook-certs` if absent (or
@@ -21,6 +29,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod external;
 pub mod inject;
 pub mod registration;
 pub mod review;
@@ -41,9 +50,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use self::{
-    certs::{CertError, Material, ServingNames},
+    certs::{CertError, Material, PrivateKeyPem, ServingNames},
     config::InjectorConfig,
-    registration::{Endpoint, WebhookUrl},
+    external::{ExternalCert, ExternalCertError, RequiredName},
+    registration::{Endpoint, FailurePolicy, WebhookUrl},
     review::{Admission, Namespaces},
     secret::Policy,
     server::{Limits, ServeError},
@@ -60,6 +70,9 @@ pub const RENEW_CHECK_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 pub const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// How often the leader re-applies the configuration.
 pub const REAPPLY_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a replica started with `--webhook-cert-secret` looks again for a usable
+/// Secret before it serves for the first time.
+pub const EXTERNAL_WAIT_RETRY: Duration = Duration::from_secs(5);
 
 /// Webhook errors.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +83,12 @@ pub enum WebhookError {
     /// Certificate generation or loading.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// The `--webhook-cert-secret` Secret cannot be served.
+    #[error(transparent)]
+    External(#[from] ExternalCertError),
+    /// Shutdown came before the webhook could serve.
+    #[error("shut down before the webhook had a usable certificate")]
+    Cancelled,
     /// An API call failed.
     #[error("{what}: {source}")]
     Api {
@@ -107,6 +126,53 @@ pub struct Settings {
     pub injector: InjectorConfig,
     /// Server deadlines and caps.
     pub limits: Limits,
+    /// Where the serving certificate comes from.
+    pub certs: CertSource,
+    /// `failurePolicy` of the registered webhooks.
+    pub failure_policy: FailurePolicy,
+}
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// The operator's own CA, in Secret `turnpike-webhook-certs` (default).
+    Own,
+    /// `--webhook-cert-secret NAME`: a Secret in the operator's namespace that someone
+    /// else writes (cert-manager), read only.
+    Secret(String),
+}
+
+/// What a replica serves and the leader publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The operator's own CA and serving certificate.
+    Own(Material),
+    /// A pair from `--webhook-cert-secret`.
+    External(ExternalCert),
+}
+
+impl Served {
+    fn cert(&self) -> &str {
+        match self {
+            Served::Own(m) => &m.cert,
+            Served::External(e) => &e.cert,
+        }
+    }
+
+    fn key(&self) -> &PrivateKeyPem {
+        match self {
+            Served::Own(m) => &m.key,
+            Served::External(e) => &e.key,
+        }
+    }
+
+    /// The PEM bundle to publish as `caBundle` at `now`.
+    pub fn ca_bundle(&self, now: SystemTime) -> String {
+        match self {
+            Served::Own(m) => m.ca_bundle(now),
+            Served::External(e) => e.ca_bundle(),
+        }
+    }
 }
 
 impl Settings {
@@ -117,6 +183,15 @@ impl Settings {
             &self.namespace,
             self.url.as_ref().map(WebhookUrl::host),
         )
+    }
+
+    /// The one name the API server checks the certificate against: the URL's host, or
+    /// `<service>.<namespace>.svc`.
+    pub fn required_name(&self) -> RequiredName {
+        match &self.url {
+            Some(u) => RequiredName::from_host(u.host()),
+            None => RequiredName::Dns(format!("{}.{}.svc", self.service, self.namespace)),
+        }
     }
 
     /// How the configuration reaches the server.
@@ -136,17 +211,13 @@ struct Shared {
     settings: Settings,
     names: ServingNames,
     store: Arc<CertStore>,
-    material: watch::Sender<Arc<Material>>,
+    material: watch::Sender<Arc<Served>>,
 }
 
 impl Shared {
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.settings.namespace)
-    }
-
     /// Serves `m` from now on and tells the leader's loop.
-    fn publish(&self, m: Material) {
-        match self.store.replace(&m.cert, &m.key) {
+    fn publish(&self, m: Served) {
+        match self.store.replace(m.cert(), m.key()) {
             Ok(true) => info!("webhook serving certificate reloaded"),
             Ok(false) => {}
             Err(e) => {
@@ -163,15 +234,76 @@ impl Shared {
         });
     }
 
-    async fn ensure(&self, policy: Policy) -> Result<Material, WebhookError> {
-        secret::ensure(
-            &self.secrets(),
-            &self.settings.namespace,
-            &self.names,
+    /// What to serve now: the own material (written when `policy` calls for it), or
+    /// the external Secret as it is.
+    async fn load(&self, policy: Policy) -> Result<Served, WebhookError> {
+        load(&self.client, &self.settings, &self.names, policy).await
+    }
+}
+
+async fn load(
+    client: &Client,
+    settings: &Settings,
+    names: &ServingNames,
+    policy: Policy,
+) -> Result<Served, WebhookError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &settings.namespace);
+    match &settings.certs {
+        CertSource::Own => secret::ensure(
+            &secrets,
+            &settings.namespace,
+            names,
             policy,
             SystemTime::now,
         )
         .await
+        .map(Served::Own),
+        CertSource::Secret(name) => {
+            let found = secret::timed(
+                "reading the webhook certificate Secret",
+                secrets.get_opt(name),
+            )
+            .await?;
+            let Some(found) = found else {
+                return Err(ExternalCertError::Absent {
+                    namespace: settings.namespace.clone(),
+                    name: name.clone(),
+                }
+                .into());
+            };
+            let cert = external::load(
+                &settings.namespace,
+                name,
+                &found,
+                &settings.required_name(),
+                SystemTime::now(),
+            )?;
+            Ok(Served::External(cert))
+        }
+    }
+}
+
+/// The first usable certificate: own material is made at once; an external Secret is
+/// waited for (cert-manager issues it after the chart is installed), with the reason
+/// logged, until `shutdown`.
+async fn first_load(
+    client: &Client,
+    settings: &Settings,
+    names: &ServingNames,
+    shutdown: &CancellationToken,
+) -> Result<Served, WebhookError> {
+    if settings.certs == CertSource::Own {
+        return load(client, settings, names, Policy::Repair).await;
+    }
+    loop {
+        match load(client, settings, names, Policy::Repair).await {
+            Ok(s) => return Ok(s),
+            Err(e) => warn!(error = %e, "the webhook cannot serve yet; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(WebhookError::Cancelled),
+            () = tokio::time::sleep(EXTERNAL_WAIT_RETRY) => {}
+        }
     }
 }
 
@@ -191,15 +323,11 @@ pub async fn start(
 ) -> Result<Webhook, WebhookError> {
     let listener = server::bind(settings.listen).await?;
     let names = settings.names();
-    let material = secret::ensure(
-        &Api::namespaced(client.clone(), &settings.namespace),
-        &settings.namespace,
-        &names,
-        Policy::Repair,
-        SystemTime::now,
-    )
-    .await?;
-    let store = CertStore::new(&material.cert, &material.key)?;
+    let material = first_load(&client, &settings, &names, &shutdown).await?;
+    if let CertSource::Secret(name) = &settings.certs {
+        info!(secret = %name, "serving the webhook with the certificate from Secret {name}");
+    }
+    let store = CertStore::new(material.cert(), material.key())?;
     let tls = tls::server_config(Arc::clone(&store))?;
     let admission = Arc::new(Admission::new(
         settings.injector.clone(),
@@ -234,7 +362,7 @@ async fn reload_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(RELOAD_INTERVAL) => {}
         }
-        match shared.ensure(Policy::Repair).await {
+        match shared.load(Policy::Repair).await {
             Ok(m) => shared.publish(m),
             Err(e) => {
                 warn!(error = %e, "re-reading the webhook certificates failed; serving the current ones")
@@ -255,7 +383,8 @@ impl Webhook {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep_until(next_renew_check) => {
-                    next_renew_check = match shared.ensure(Policy::Renew).await {
+                    // With an external Secret this is one more read: its issuer renews.
+                    next_renew_check = match shared.load(Policy::Renew).await {
                         Ok(m) => {
                             shared.publish(m);
                             Instant::now() + RENEW_CHECK_INTERVAL
@@ -280,6 +409,7 @@ impl Webhook {
                         &shared.settings.endpoint(),
                         &shared.settings.namespace,
                         &material.ca_bundle(SystemTime::now()),
+                        shared.settings.failure_policy,
                     );
                     match registration::apply(&shared.client, &cfg).await {
                         Ok(()) => {}

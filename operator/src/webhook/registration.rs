@@ -18,11 +18,14 @@
 //! `kubernetes.io/metadata.name` label, so the operator can always start its own pods
 //! and the cluster's system pods never wait on it.
 //!
-//! `Fail` because a pod that asked for protection must never start without it: with
-//! `Ignore`, an operator outage would silently create unprotected workloads. Pods that
-//! did not opt in never reach the webhook, so an outage only delays the opted-in pods
-//! (their controllers retry), never the rest of the cluster. The handler re-checks
-//! everything the selectors and conditions say, and is the one that decides.
+//! `Fail` by default (`--webhook-failure-policy`) because a pod that asked for
+//! protection must never start without it: with `Ignore`, an operator outage would
+//! silently create unprotected workloads. Pods that did not opt in never reach the
+//! webhook, so an outage only delays the opted-in pods (their controllers retry), never
+//! the rest of the cluster. The handler re-checks everything the selectors and
+//! conditions say, and is the one that decides. `Ignore` exists for clusters that
+//! prefer availability of opted-in workloads over their protection during an outage
+//! (for example while adopting Turnpike); it applies to both webhooks.
 
 use std::time::Duration;
 
@@ -97,6 +100,27 @@ impl WebhookUrl {
     }
 }
 
+/// `failurePolicy` of both webhooks: what the API server does when it cannot get an
+/// answer (module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Refuse the pod: an opted-in pod never starts without the sidecar (default).
+    #[default]
+    Fail,
+    /// Admit the pod unchanged: it starts without the sidecar, unprotected.
+    Ignore,
+}
+
+impl FailurePolicy {
+    /// The value the API expects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Fail => "Fail",
+            FailurePolicy::Ignore => "Ignore",
+        }
+    }
+}
+
 /// How the API server reaches the webhook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -137,7 +161,12 @@ fn annotated() -> String {
 }
 
 /// The configuration, as the JSON applied.
-pub fn configuration(endpoint: &Endpoint, own_namespace: &str, ca_bundle_pem: &str) -> Value {
+pub fn configuration(
+    endpoint: &Endpoint,
+    own_namespace: &str,
+    ca_bundle_pem: &str,
+    failure_policy: FailurePolicy,
+) -> Value {
     let never = json!({
         "key": "kubernetes.io/metadata.name",
         "operator": "NotIn",
@@ -157,7 +186,7 @@ pub fn configuration(endpoint: &Endpoint, own_namespace: &str, ca_bundle_pem: &s
             "namespaceSelector": {"matchExpressions": [never, namespace_rule]},
             "matchConditions": [{"name": condition.0, "expression": condition.1}],
             "matchPolicy": "Equivalent",
-            "failurePolicy": "Fail",
+            "failurePolicy": failure_policy.as_str(),
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
             "timeoutSeconds": TIMEOUT_SECONDS,
@@ -250,6 +279,7 @@ mod tests {
             },
             "turnpike-system",
             "PEM",
+            FailurePolicy::default(),
         );
         // It deserialises into the typed object (no misspelt field).
         let typed: MutatingWebhookConfiguration = serde_json::from_value(c.clone()).unwrap();
@@ -275,10 +305,14 @@ mod tests {
             &Endpoint::Url(WebhookUrl::parse("https://127.0.0.1:9443").unwrap()),
             "ns",
             "PEM",
+            FailurePolicy::Ignore,
         );
         assert_eq!(
             u["webhooks"][1]["clientConfig"],
             json!({"url": "https://127.0.0.1:9443/mutate-pods", "caBundle": "UEVN"})
         );
+        for w in u["webhooks"].as_array().unwrap() {
+            assert_eq!(w["failurePolicy"], "Ignore");
+        }
     }
 }

@@ -120,7 +120,8 @@ pub fn usable(m: &Material, now: SystemTime) -> bool {
         && inspect(&m.ca_cert, "CA certificate").is_ok_and(|c| c.not_after > now)
 }
 
-async fn timed<T>(
+/// `fut` with the API deadline, its error labelled with `what`.
+pub(super) async fn timed<T>(
     what: &'static str,
     fut: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, WebhookError> {
