@@ -131,19 +131,29 @@ pub struct RefusalResponse {
     pub is_limit: bool,
 }
 
+/// The JSON error body `{"error":{"code":"...","message":"..."}}` as a `&'static str`,
+/// built at compile time. The one definition of that shape: the engine's refusals
+/// (below) and the proxy's own (`proxy::respond`) both use it.
+macro_rules! error_body {
+    ($code:expr, $message:expr) => {
+        concat!(
+            r#"{"error":{"code":""#,
+            $code,
+            r#"","message":""#,
+            $message,
+            r#""}}"#
+        )
+    };
+}
+pub(crate) use error_body;
+
 macro_rules! row {
     ($status:literal, $code:literal, $message:literal, $event:literal, $reason:expr, $metric:literal, www: $www:literal, retry: $retry:literal, limit: $limit:literal) => {
         RefusalResponse {
             status: $status,
             code: $code,
             message: $message,
-            body: concat!(
-                r#"{"error":{"code":""#,
-                $code,
-                r#"","message":""#,
-                $message,
-                r#""}}"#
-            ),
+            body: error_body!($code, $message),
             www_authenticate: $www,
             retry_after: $retry,
             event: $event,

@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use super::body::ResponseBody;
 use super::headers;
 use crate::engine::cors::CorsHeaders;
-use crate::engine::refusal::{DEFAULT_RETRY_AFTER_SECS, Refusal};
+use crate::engine::refusal::{DEFAULT_RETRY_AFTER_SECS, Refusal, error_body};
 use crate::engine::{Preflight, RateHeaders, Refused};
 
 /// What every answer of the sidecar is decorated with.
@@ -65,13 +65,7 @@ macro_rules! row {
     ($status:literal, $code:literal, $message:literal, $metric:literal) => {
         Row {
             status: $status,
-            body: concat!(
-                r#"{"error":{"code":""#,
-                $code,
-                r#"","message":""#,
-                $message,
-                r#""}}"#
-            ),
+            body: error_body!($code, $message),
             metric: $metric,
         }
     };
