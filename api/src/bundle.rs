@@ -9,6 +9,9 @@
 //! Both are JSON with a format version and a content hash (SHA-256 of the canonical
 //! serialisation), so a sidecar can tell a torn or corrupted file from a new bundle. The
 //! two data keys differ so both objects can be projected into one volume.
+//!
+//! Keys that do not fit in one Secret spill into extra Secrets ([`shard_object_name`],
+//! data key [`shard_file`]) listed by the primary `keys.json`: see [`crate::shard`].
 
 use std::collections::BTreeMap;
 
@@ -18,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     duration::Duration,
     hash::PhcHash,
+    shard::ShardRef,
     token::KeyId,
     types::{BackendKind, Bucket, CredentialSource, DefaultAction, FailureMode, Method, Mode},
 };
@@ -36,7 +40,8 @@ pub fn object_name(target: &str) -> String {
 
 /// Most Secrets one target's keys may span: the primary Secret ([`object_name`], data key
 /// [`KEYS_FILE`]) and up to `MAX_KEY_SHARDS - 1` extra shards. A Secret holds at most
-/// 1 MiB, about 3,400 keys, so a target holds about 54,000 keys. The injector projects
+/// 1 MiB; the operator fills each to [`crate::shard::SHARD_BUDGET`] (900 KiB, about
+/// 3,000 keys), so a target holds about 48,000 keys. The injector projects
 /// every possible shard into the sidecar's volume as an optional source, so shards can
 /// appear and disappear without touching the pod.
 pub const MAX_KEY_SHARDS: usize = 16;
@@ -79,7 +84,12 @@ pub struct KeyBundle {
     pub target: String,
     /// Session epoch: raising it invalidates every sidecar's verified-key cache at once.
     pub epoch: u64,
-    /// Keys by id.
+    /// Extra key shards this `keys.json` needs, in order (see [`crate::shard`]). Empty,
+    /// and then not serialised, when every key fits here: such a bundle is byte for byte
+    /// what it was before sharding existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardRef>,
+    /// Keys by id (with shards: the first ones; the rest are in the shards).
     pub keys: BTreeMap<KeyId, KeyEntry>,
 }
 
@@ -418,9 +428,9 @@ pub fn parse<T>(text: &str) -> Result<T, BundleError>
 where
     T: Sealed + for<'de> Deserialize<'de> + Clone,
 {
-    let value: T = serde_json::from_str(text).map_err(|e| BundleError::Parse {
+    let value: T = parse_as(text).map_err(|message| BundleError::Parse {
         file: T::FILE,
-        message: format!("line {} column {}: {}", e.line(), e.column(), category(&e)),
+        message,
     })?;
     if value.format() != FORMAT {
         return Err(BundleError::Format {
@@ -434,6 +444,13 @@ where
         return Err(BundleError::Hash { file: T::FILE });
     }
     Ok(value)
+}
+
+/// Deserialises JSON; the error says where and what kind of problem, never quoting
+/// the input.
+pub(crate) fn parse_as<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
+    serde_json::from_str(text)
+        .map_err(|e| format!("line {} column {}: {}", e.line(), e.column(), category(&e)))
 }
 
 fn category(e: &serde_json::Error) -> String {

@@ -261,6 +261,7 @@ pub fn compile(inputs: &Inputs<'_>) -> Output {
             namespace: inputs.namespace.to_string(),
             target: target.clone(),
             epoch: inputs.epoch,
+            shards: Vec::new(),
             keys: keys
                 .iter()
                 .filter(|k| k.all_targets || k.targets.contains(target))

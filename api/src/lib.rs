@@ -12,6 +12,7 @@ pub mod duration;
 pub mod hash;
 pub mod manifest;
 pub mod route;
+pub mod shard;
 pub mod token;
 pub mod types;
 pub mod validate;

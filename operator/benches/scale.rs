@@ -1,6 +1,7 @@
 //! Scale of the compile-and-plan path: 10,000 ApiKeys across 100 targets in one
 //! namespace, planned from a cold start (no bundles yet), then again with every bundle in
-//! place (the idempotent pass). Prints times and bundle sizes; asserts nothing about time.
+//! place (the idempotent pass). Prints times, key Secrets per target (keys that do not fit
+//! in one Secret are sharded) and file sizes; asserts nothing about time.
 //!
 //! Run: `cargo bench -p turnpike-operator --bench scale`
 
@@ -8,10 +9,10 @@ use std::{collections::BTreeMap, time::Instant};
 
 use jiff::Timestamp;
 use kube::Resource;
-use turnpike_api::{hash::PhcHash, token::KeyId, types::*};
+use turnpike_api::{hash::PhcHash, shard::SHARD_BUDGET, token::KeyId, types::*};
 use turnpike_operator::{
     material::{Material, Origin},
-    plan::{ExistingBundle, Snapshot, plan},
+    plan::{ExistingBundle, ExistingShard, Snapshot, plan},
 };
 
 const KEYS: usize = 10_000;
@@ -107,17 +108,30 @@ fn run(label: &str, all_targets: bool) {
         bundles,
         extra_targets: &[],
         now,
+        shard_budget: SHARD_BUDGET,
     };
     let started = Instant::now();
     let cold = plan(&snap(&empty));
     let cold_time = started.elapsed();
-    let sizes: Vec<usize> = cold.writes.iter().map(|w| w.keys_json.len()).collect();
-    let max = sizes.iter().copied().max().unwrap_or(0);
-    let per_key = cold
+    // Every key file: keys.json and each keys-<n>.json.
+    let files: Vec<&str> = cold
         .writes
         .iter()
-        .map(|w| w.keys_json.len() as f64 / keys_in(&w.keys_json) as f64)
+        .flat_map(|w| {
+            std::iter::once(w.keys_json.as_str()).chain(w.shards.iter().map(|s| s.json.as_str()))
+        })
+        .collect();
+    let max = files.iter().map(|f| f.len()).max().unwrap_or(0);
+    let per_key = files
+        .iter()
+        .map(|f| f.len() as f64 / keys_in(f) as f64)
         .fold(0.0_f64, f64::max);
+    let secrets_per_target = cold
+        .writes
+        .iter()
+        .map(|w| 1 + w.shard_count)
+        .max()
+        .unwrap_or(0);
     let existing: BTreeMap<String, ExistingBundle> = cold
         .writes
         .iter()
@@ -130,6 +144,19 @@ fn run(label: &str, all_targets: bool) {
                     secret_owners: w.owners.clone(),
                     config_map_owners: w.owners.clone(),
                     epoch: Some(1),
+                    shards: w
+                        .shards
+                        .iter()
+                        .map(|s| {
+                            (
+                                s.n,
+                                ExistingShard {
+                                    keys: Some(s.json.clone()),
+                                    owners: w.owners.clone(),
+                                },
+                            )
+                        })
+                        .collect(),
                 },
             )
         })
@@ -138,15 +165,18 @@ fn run(label: &str, all_targets: bool) {
     let warm = plan(&snap(&existing));
     let warm_time = started.elapsed();
     println!(
-        "{label}: {} keys, {} targets | cold plan {:.0} ms: {} bundle writes, {} status writes | largest keys.json {} bytes ({:.0} bytes/key), {} over 1 MiB | second pass {:.0} ms: {} bundle writes",
+        "{label}: {} keys, {} targets | cold plan {:.0} ms: {} bundle writes, {} key Secrets, {} status writes | key Secrets per target {} | largest key file {} bytes ({:.0} bytes/key), {} over 1 MiB, {} targets over the shard limit | second pass {:.0} ms: {} bundle writes",
         KEYS,
         TARGETS,
         cold_time.as_secs_f64() * 1000.0,
         cold.writes.len(),
+        files.len(),
         cold.statuses.len(),
+        secrets_per_target,
         max,
         per_key,
-        sizes.iter().filter(|s| **s > 1 << 20).count(),
+        files.iter().filter(|f| f.len() > 1 << 20).count(),
+        cold.too_large.len(),
         warm_time.as_secs_f64() * 1000.0,
         warm.writes.len(),
     );

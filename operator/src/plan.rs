@@ -13,6 +13,7 @@ use serde_json::Value;
 use turnpike_api::{
     bundle::Sealed,
     compiler::{self, Inputs, KeyMaterial, Kind, Outcome},
+    shard::{self, ShardError},
     types::{
         AccessPolicy, ApiKey, ApiKeyStatus, CorsPolicy, KeyPhase, PolicyStatus, RateLimitPolicy,
     },
@@ -46,6 +47,9 @@ pub struct Snapshot<'a> {
     pub extra_targets: &'a [String],
     /// The clock.
     pub now: Timestamp,
+    /// Most bytes of JSON per key file ([`shard::SHARD_BUDGET`]; tests use less to
+    /// shard a few keys).
+    pub shard_budget: usize,
 }
 
 /// A target's bundle objects as found in the cluster.
@@ -61,6 +65,17 @@ pub struct ExistingBundle {
     pub config_map_owners: Vec<OwnerReference>,
     /// Session epoch of the current key bundle.
     pub epoch: Option<u64>,
+    /// Extra key shard Secrets found, by shard number (1-based).
+    pub shards: BTreeMap<usize, ExistingShard>,
+}
+
+/// An extra key shard Secret as found in the cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExistingShard {
+    /// Its `keys-<n>.json`, if present.
+    pub keys: Option<String>,
+    /// Its owner references.
+    pub owners: Vec<OwnerReference>,
 }
 
 /// One target's bundle to write.
@@ -76,6 +91,24 @@ pub struct BundleWrite {
     pub owners: Vec<OwnerReference>,
     /// Content hashes (keys, policy), for logs and Events.
     pub hashes: (String, String),
+    /// Extra key shards whose Secret is missing or differs, to write *before* the
+    /// primary Secret, so a primary never lists a shard the API server lacks.
+    pub shards: Vec<ShardWrite>,
+    /// Numbers of extra shard Secrets the new primary no longer lists, to delete
+    /// *after* the primary is written (a sidecar that still sees the old primary keeps
+    /// finding them meanwhile).
+    pub stale_shards: Vec<usize>,
+    /// Extra shards the target has in all, written or unchanged.
+    pub shard_count: usize,
+}
+
+/// One extra key shard Secret to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardWrite {
+    /// Shard number, 1-based: Secret `turnpike-<target>.keys-<n>`, data key `keys-<n>.json`.
+    pub n: usize,
+    /// Its JSON.
+    pub json: String,
 }
 
 /// A status to write (the whole `status` object, for a merge patch of the subresource).
@@ -128,6 +161,10 @@ pub struct Plan {
     pub requeue_at: Option<i64>,
     /// Outcomes of the compile, for metrics.
     pub outcomes: Vec<compiler::ResourceOutcome>,
+    /// Targets whose keys cannot be written (more Secrets than allowed), with the
+    /// reason: their bundle is left as it is (sidecars keep enforcing the last one
+    /// written).
+    pub too_large: BTreeMap<String, ShardError>,
 }
 
 impl Plan {
@@ -227,7 +264,16 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
                 .take(MAX_OWNERS.saturating_sub(owners.len())),
         );
 
-        let keys_json = b.keys.to_json();
+        let sharded = match shard::split_with_budget(&b.keys, s.shard_budget) {
+            Ok(sharded) => sharded,
+            Err(e) => {
+                // Nothing of this target is written, so its objects stay a consistent
+                // pair; the statuses below and an Event say why.
+                plan.too_large.insert(target.clone(), e);
+                continue;
+            }
+        };
+        let keys_json = sharded.primary.to_json();
         let policy_json = b.policy.to_json();
         let existing = s.bundles.get(target);
         let unchanged = existing.is_some_and(|e| {
@@ -236,15 +282,37 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
                 && e.secret_owners == owners
                 && e.config_map_owners == owners
         });
-        if !unchanged {
-            if existing.is_some_and(|e| e.policy.is_some()) {
+        let shards: Vec<ShardWrite> = sharded
+            .shards
+            .iter()
+            .map(|k| ShardWrite {
+                n: k.shard,
+                json: k.to_json(),
+            })
+            .filter(|w| {
+                let found = existing.and_then(|e| e.shards.get(&w.n));
+                !found.is_some_and(|f| f.keys.as_deref() == Some(&w.json) && f.owners == owners)
+            })
+            .collect();
+        let stale_shards: Vec<usize> = existing
+            .map(|e| {
+                e.shards
+                    .keys()
+                    .copied()
+                    .filter(|n| *n > sharded.shards.len())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !unchanged || !shards.is_empty() || !stale_shards.is_empty() {
+            if !unchanged && existing.is_some_and(|e| e.policy.is_some()) {
                 plan.events.push(EventWrite {
                     kind: "ConfigMap".into(),
                     name: turnpike_api::bundle::object_name(target),
                     reason: "BundleUpdated",
                     note: format!(
-                        "bundle for target {target} updated: {} keys, policy {}",
+                        "bundle for target {target} updated: {} keys in {} Secret(s), policy {}",
                         b.keys.keys.len(),
+                        1 + sharded.shards.len(),
                         short(&b.policy.content_hash)
                     ),
                     severity: Severity::Normal,
@@ -255,7 +323,13 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
                 keys_json,
                 policy_json,
                 owners,
-                hashes: (b.keys.content_hash.clone(), b.policy.content_hash.clone()),
+                hashes: (
+                    sharded.primary.content_hash.clone(),
+                    b.policy.content_hash.clone(),
+                ),
+                shards,
+                stale_shards,
+                shard_count: sharded.shards.len(),
             });
         }
     }
@@ -267,11 +341,23 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
         .collect();
 
     // Statuses and Events.
+    let mut newly_too_large: BTreeMap<String, String> = BTreeMap::new();
     for key in &live_keys {
         let name = key.name_any();
         let outcome = out.outcome(Kind::ApiKey, &name);
         let material = s.materials.get(&name);
-        let (status, events) = api_key_status(key, outcome, material, s.now);
+        let (status, events) = api_key_status(key, outcome, material, &plan.too_large, s.now);
+        let old = key.status.as_ref().map(|st| st.conditions.as_slice());
+        if ready_reason(&status.conditions) == Some(TOO_LARGE)
+            && old.and_then(ready_reason) != Some(TOO_LARGE)
+            && let Some(Outcome::Accepted { targets }) = outcome
+        {
+            for t in targets.iter().filter(|t| plan.too_large.contains_key(*t)) {
+                newly_too_large
+                    .entry(t.clone())
+                    .or_insert_with(|| name.clone());
+            }
+        }
         push_status(&mut plan, Kind::ApiKey, &name, key.status.as_ref(), &status);
         plan.events.extend(events);
         if let Some(at) = next_instant(key, material, now_s) {
@@ -281,8 +367,55 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
     policy_statuses(&mut plan, Kind::AccessPolicy, s.access, &out, s.now);
     policy_statuses(&mut plan, Kind::RateLimitPolicy, s.rate, &out, s.now);
     policy_statuses(&mut plan, Kind::CorsPolicy, s.cors, &out, s.now);
+    // One Event per target when keys newly hit the limit (not one per key: a target
+    // over the limit has tens of thousands), regarding the bundle ConfigMap when there
+    // is one, else the first such ApiKey.
+    for (target, first_key) in newly_too_large {
+        let has_config_map = s.bundles.get(&target).is_some_and(|e| e.policy.is_some());
+        let (kind, name) = if has_config_map {
+            ("ConfigMap", turnpike_api::bundle::object_name(&target))
+        } else {
+            ("ApiKey", first_key)
+        };
+        plan.events.push(EventWrite {
+            kind: kind.into(),
+            name,
+            reason: TOO_LARGE,
+            note: too_large_note(&target, &plan.too_large[&target].to_string()),
+            severity: Severity::Warning,
+        });
+    }
     plan.outcomes = out.outcomes;
     plan
+}
+
+/// Condition reason (and Event reason) of a resource whose target's keys need more
+/// Secrets than allowed.
+pub const TOO_LARGE: &str = "BundleTooLarge";
+
+fn too_large_note(target: &str, why: &str) -> String {
+    format!(
+        "{why}; the bundle of target {target} is not updated, its sidecars keep enforcing the one last written"
+    )
+}
+
+/// The reason as an ApiKey's status gives it: without counts, so that adding a key to
+/// a target over the limit does not rewrite the status of every key it holds.
+fn too_large_summary(target: &str, e: &ShardError) -> String {
+    let why = match e {
+        ShardError::EntryTooLarge { name, .. } => {
+            format!("the entry of ApiKey {name} alone is larger than a key Secret may hold")
+        }
+        _ => format!(
+            "its keys need more than the {} Secrets one target may use",
+            turnpike_api::bundle::MAX_KEY_SHARDS
+        ),
+    };
+    too_large_note(target, &format!("target {target}: {why}"))
+}
+
+fn ready_reason(conditions: &[Condition]) -> Option<&str> {
+    old_reason(conditions, "Ready")
 }
 
 fn short(hash: &str) -> &str {
@@ -363,6 +496,7 @@ fn api_key_status(
     key: &ApiKey,
     outcome: Option<&Outcome>,
     material: Option<&Material>,
+    too_large: &BTreeMap<String, ShardError>,
     now: Timestamp,
 ) -> (ApiKeyStatus, Vec<EventWrite>) {
     let name = key.name_any();
@@ -374,7 +508,32 @@ fn api_key_status(
         .as_deref()
         .and_then(|t| t.parse::<Timestamp>().ok())
         .is_some_and(|t| t <= now);
+    let blocked: Vec<&String> = match outcome {
+        Some(Outcome::Accepted { targets }) => targets
+            .iter()
+            .filter(|t| too_large.contains_key(*t))
+            .collect(),
+        _ => Vec::new(),
+    };
     let (phase, ready, reason, message) = match outcome {
+        // The lifecycle phase stays; Ready says the change is not delivered (revocation
+        // included), which matters more than anything else the key could report.
+        Some(Outcome::Accepted { .. }) if !blocked.is_empty() => (
+            if key.spec.revoked {
+                KeyPhase::Revoked
+            } else if expired {
+                KeyPhase::Expired
+            } else {
+                KeyPhase::Active
+            },
+            false,
+            TOO_LARGE,
+            blocked
+                .iter()
+                .map(|t| too_large_summary(t, &too_large[*t]))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
         Some(Outcome::Invalid { message }) => {
             (KeyPhase::Pending, false, "Invalid", message.clone())
         }
@@ -476,6 +635,28 @@ fn policy_statuses<K>(
         let old = item.policy_status().cloned().unwrap_or_default();
         let generation = item.meta().generation;
         let (accepted, reason, message, targets) = match out.outcome(kind, &name) {
+            Some(Outcome::Accepted { targets })
+                if targets.iter().any(|t| plan.too_large.contains_key(t)) =>
+            {
+                (
+                    false,
+                    TOO_LARGE,
+                    targets
+                        .iter()
+                        .filter_map(|t| {
+                            plan.too_large
+                                .get(t)
+                                .map(|why| too_large_note(t, &why.to_string()))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    targets
+                        .iter()
+                        .filter(|t| !plan.too_large.contains_key(*t))
+                        .cloned()
+                        .collect(),
+                )
+            }
             Some(Outcome::Accepted { targets }) => (
                 true,
                 "Accepted",
@@ -507,6 +688,7 @@ fn policy_statuses<K>(
             let event = match reason {
                 "Invalid" => Some(("PolicyInvalid", Severity::Warning)),
                 "Conflicted" => Some(("PolicyConflicted", Severity::Warning)),
+                TOO_LARGE => Some((TOO_LARGE, Severity::Warning)),
                 _ => None,
             };
             if let Some((r, severity)) = event {

@@ -22,8 +22,9 @@ use kube::{
 use serde_json::json;
 use tracing::{info, warn};
 use turnpike_api::{
-    bundle::{KEYS_FILE, POLICY_FILE, object_name},
+    bundle::{KEYS_FILE, MAX_KEY_SHARDS, POLICY_FILE, object_name, shard_file, shard_object_name},
     compiler::Kind,
+    shard::SHARD_BUDGET,
     token::Token,
     types::{AccessPolicy, ApiKey, CorsPolicy, RateLimitPolicy},
 };
@@ -31,7 +32,9 @@ use turnpike_api::{
 use crate::{
     keys::{self, KeyAction},
     material::{self, MANAGED_BY, MATERIAL_LABEL, Material, TARGET_LABEL},
-    plan::{self, BundleWrite, EventWrite, ExistingBundle, Plan, Severity, Snapshot},
+    plan::{
+        self, BundleWrite, EventWrite, ExistingBundle, ExistingShard, Plan, Severity, Snapshot,
+    },
 };
 
 /// Field manager of every server-side apply the operator makes.
@@ -51,6 +54,8 @@ pub struct Context {
     pub observer: Arc<dyn Observer>,
     /// Consecutive failures per namespace, for the retry backoff.
     pub failures: std::sync::Mutex<BTreeMap<String, u32>>,
+    /// Most bytes of JSON per key Secret ([`SHARD_BUDGET`]).
+    pub shard_budget: usize,
 }
 
 impl Context {
@@ -61,7 +66,15 @@ impl Context {
             recorder,
             observer,
             failures: std::sync::Mutex::new(BTreeMap::new()),
+            shard_budget: SHARD_BUDGET,
         }
+    }
+
+    /// The same context with another key-shard budget (tests shard a few keys with a
+    /// small one).
+    pub fn with_shard_budget(mut self, budget: usize) -> Self {
+        self.shard_budget = budget;
+        self
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u32>> {
@@ -210,19 +223,31 @@ async fn load(client: &Client, ns: &str) -> Result<Loaded, Error> {
         let Some(target) = s.labels().get(TARGET_LABEL).cloned() else {
             continue;
         };
+        // The primary and the extra key shards carry the same labels; the name tells
+        // them apart.
+        let name = s.name_any();
+        let shard = shard_number(&target, &name);
+        if shard.is_none() && name != object_name(&target) {
+            continue;
+        }
+        let file = shard.map_or_else(|| KEYS_FILE.to_string(), shard_file);
         let keys = s
             .data
             .as_ref()
-            .and_then(|d| d.get(KEYS_FILE))
+            .and_then(|d| d.get(&file))
             .and_then(|b| String::from_utf8(b.0.clone()).ok());
-        let epoch = keys
+        let owners = s.metadata.owner_references.clone().unwrap_or_default();
+        let e = bundles.entry(target).or_default();
+        if let Some(n) = shard {
+            e.shards.insert(n, ExistingShard { keys, owners });
+            continue;
+        }
+        e.epoch = keys
             .as_deref()
             .and_then(|k| serde_json::from_str::<serde_json::Value>(k).ok())
             .and_then(|v| v["epoch"].as_u64());
-        let e = bundles.entry(target).or_default();
         e.keys = keys;
-        e.epoch = epoch;
-        e.secret_owners = s.metadata.owner_references.clone().unwrap_or_default();
+        e.secret_owners = owners;
     }
     let mut config_map_uids = BTreeMap::new();
     for c in list::<ConfigMap>(client, ns, &bundle_selector).await? {
@@ -328,58 +353,97 @@ async fn apply_secret(
     Ok(())
 }
 
+/// The shard number of Secret `name` if it is one of `target`'s extra key shards.
+fn shard_number(target: &str, name: &str) -> Option<usize> {
+    let prefix = format!("{}.keys-", object_name(target));
+    let n: usize = name.strip_prefix(&prefix)?.parse().ok()?;
+    (1..MAX_KEY_SHARDS)
+        .contains(&n)
+        .then_some(n)
+        .filter(|n| shard_object_name(target, *n) == name)
+}
+
+/// Writes a target's bundle in the order that keeps sidecars safe: the extra key shards
+/// first (so the primary never lists a shard the API server lacks), then the primary
+/// Secret and the ConfigMap, then the deletion of shards the new primary no longer
+/// lists. A failure stops the sequence; the next reconcile resumes it. Meanwhile a
+/// sidecar that sees a primary and shards that do not match keeps its last good bundle.
 async fn write_bundle(client: &Client, ns: &str, w: &BundleWrite) -> Result<Option<String>, Error> {
     let name = object_name(&w.target);
-    let meta = ObjectMeta {
-        name: Some(name.clone()),
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.to_string()),
         namespace: Some(ns.into()),
         labels: Some(labels(&[(TARGET_LABEL, &w.target)])),
         owner_references: Some(w.owners.clone()),
         ..ObjectMeta::default()
     };
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let secret = Secret {
-        metadata: meta.clone(),
+    let keys_secret = |name: &str, file: String, json: &str| Secret {
+        metadata: meta(name),
         data: Some(BTreeMap::from([(
-            KEYS_FILE.to_string(),
-            ByteString(w.keys_json.clone().into_bytes()),
+            file,
+            ByteString(json.as_bytes().to_vec()),
         )])),
         type_: Some("Opaque".into()),
         ..Secret::default()
     };
+    for shard in &w.shards {
+        let shard_name = shard_object_name(&w.target, shard.n);
+        let secret = keys_secret(&shard_name, shard_file(shard.n), &shard.json);
+        apply_secret(client, ns, &shard_name, &secret, "bundle key shard").await?;
+    }
+    let secret = keys_secret(&name, KEYS_FILE.to_string(), &w.keys_json);
     apply_secret(client, ns, &name, &secret, "bundle").await?;
     let cm = ConfigMap {
-        metadata: meta,
+        metadata: meta(&name),
         data: Some(BTreeMap::from([(
             POLICY_FILE.to_string(),
             w.policy_json.clone(),
         )])),
         ..ConfigMap::default()
     };
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
     let written = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .patch(&name, &pp, &Patch::Apply(&cm))
         .await
         .map_err(kube_err(format!("writing bundle ConfigMap {ns}/{name}")))?;
+    for n in &w.stale_shards {
+        delete_secret(client, ns, &shard_object_name(&w.target, *n)).await?;
+    }
     Ok(written.metadata.uid)
 }
 
-async fn delete_bundle(client: &Client, ns: &str, target: &str) -> Result<(), Error> {
+/// Deletes a Secret; one already gone is fine.
+async fn delete_secret(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+    match Api::<Secret>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(kube_err(format!("deleting Secret {ns}/{name}"))(e)),
+    }
+}
+
+/// Deletes a vanished target's bundle: the primary first, so no primary ever lists a
+/// deleted shard, then its extra key shards.
+async fn delete_bundle(
+    client: &Client,
+    ns: &str,
+    target: &str,
+    shards: impl Iterator<Item = usize>,
+) -> Result<(), Error> {
     let name = object_name(target);
-    for result in [
-        Api::<Secret>::namespaced(client.clone(), ns)
-            .delete(&name, &DeleteParams::default())
-            .await
-            .map(|_| ()),
-        Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .delete(&name, &DeleteParams::default())
-            .await
-            .map(|_| ()),
-    ] {
-        match result {
-            Ok(()) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(kube_err(format!("deleting bundle {ns}/{name}"))(e)),
-        }
+    delete_secret(client, ns, &name).await?;
+    match Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .delete(&name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(kube_err(format!("deleting bundle {ns}/{name}"))(e)),
+    }
+    for n in shards {
+        delete_secret(client, ns, &shard_object_name(target, n)).await?;
     }
     Ok(())
 }
@@ -505,6 +569,7 @@ async fn reconcile_inner(ns_obj: &Namespace, ctx: &Context) -> Result<Action, Er
         bundles: &loaded.bundles,
         extra_targets: &[],
         now,
+        shard_budget: ctx.shard_budget,
     });
     execute(ctx, &ns, &plan, &loaded, &mut failures).await;
 
@@ -664,14 +729,22 @@ async fn execute(ctx: &Context, ns: &str, plan: &Plan, loaded: &Loaded, failures
                 if let Some(uid) = uid {
                     uids.insert(w.target.clone(), uid);
                 }
-                info!(namespace = ns, target = %w.target, keys_hash = %&w.hashes.0[..12.min(w.hashes.0.len())], policy_hash = %&w.hashes.1[..12.min(w.hashes.1.len())], "bundle written");
+                info!(namespace = ns, target = %w.target, keys_hash = %&w.hashes.0[..12.min(w.hashes.0.len())], policy_hash = %&w.hashes.1[..12.min(w.hashes.1.len())], key_shards = w.shard_count, shards_written = w.shards.len(), shards_deleted = w.stale_shards.len(), "bundle written");
             }
             Err(e) => failures.push(e),
         }
     }
     let mut deleted = 0;
+    for (target, why) in &plan.too_large {
+        warn!(namespace = ns, target = %target, error = %why, "bundle not written");
+    }
     for t in &plan.deletes {
-        match delete_bundle(client, ns, t).await {
+        let shards = loaded
+            .bundles
+            .get(t)
+            .map(|b| b.shards.keys().copied().collect::<Vec<_>>())
+            .unwrap_or_default();
+        match delete_bundle(client, ns, t, shards.into_iter()).await {
             Ok(()) => deleted += 1,
             Err(e) => failures.push(e),
         }

@@ -8,11 +8,18 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
-use turnpike_api::{compiler::Kind, hash::PhcHash, token::KeyId, types::*};
+use turnpike_api::{
+    bundle::{self, KeyBundle},
+    compiler::Kind,
+    hash::PhcHash,
+    shard::{self, SHARD_BUDGET},
+    token::KeyId,
+    types::*,
+};
 use turnpike_operator::{
     keys::{self, KeyAction, ROTATE_ANNOTATION},
     material::{Material, Origin},
-    plan::{ExistingBundle, Plan, Snapshot, plan},
+    plan::{ExistingBundle, ExistingShard, Plan, Snapshot, TOO_LARGE, plan},
 };
 
 const HASH_A: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
@@ -85,6 +92,7 @@ struct World {
     materials: BTreeMap<String, Material>,
     bundles: BTreeMap<String, ExistingBundle>,
     now: Timestamp,
+    budget: usize,
 }
 
 impl World {
@@ -95,6 +103,7 @@ impl World {
             materials: BTreeMap::new(),
             bundles: BTreeMap::new(),
             now: now(),
+            budget: SHARD_BUDGET,
         }
     }
 
@@ -109,22 +118,31 @@ impl World {
             bundles: &self.bundles,
             extra_targets: &[],
             now: self.now,
+            shard_budget: self.budget,
         })
     }
 
     /// Applies a plan the way the executor does: bundles written, statuses stored.
     fn apply(&mut self, p: &Plan) {
         for w in &p.writes {
-            self.bundles.insert(
-                w.target.clone(),
-                ExistingBundle {
-                    keys: Some(w.keys_json.clone()),
-                    policy: Some(w.policy_json.clone()),
-                    secret_owners: w.owners.clone(),
-                    config_map_owners: w.owners.clone(),
-                    epoch: Some(1),
-                },
-            );
+            let b = self.bundles.entry(w.target.clone()).or_default();
+            for s in &w.shards {
+                b.shards.insert(
+                    s.n,
+                    ExistingShard {
+                        keys: Some(s.json.clone()),
+                        owners: w.owners.clone(),
+                    },
+                );
+            }
+            b.keys = Some(w.keys_json.clone());
+            b.policy = Some(w.policy_json.clone());
+            b.secret_owners = w.owners.clone();
+            b.config_map_owners = w.owners.clone();
+            b.epoch = Some(1);
+            for n in &w.stale_shards {
+                b.shards.remove(n);
+            }
         }
         for t in &p.deletes {
             self.bundles.remove(t);
@@ -431,4 +449,228 @@ fn nothing_in_a_plan_carries_a_token_or_hash_outside_the_key_bundle() {
         !debug.contains("aGFzaGhh"),
         "material Debug masks the hash: {debug}"
     );
+}
+
+// ---- key shards ----------------------------------------------------------------------
+
+/// Small enough that a few dozen keys need several Secrets (the operator uses 900 KiB).
+const BUDGET: usize = 4 * 1024;
+const CROCKFORD: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+fn nth_id(i: usize) -> String {
+    let mut s = String::from("k");
+    let mut n = i;
+    for _ in 0..11 {
+        s.push(CROCKFORD[n % 32] as char);
+        n /= 32;
+    }
+    s
+}
+
+/// A world whose `count` generated keys (`key-000`, ...) all target `target`.
+fn add_keys(w: &mut World, target: &str, from: usize, count: usize) {
+    for i in from..from + count {
+        let name = format!("{target}-key-{i:03}");
+        w.keys.push(api_key(&name, spec(&[target])));
+        w.materials.insert(name, material(&nth_id(i), HASH_A));
+    }
+}
+
+/// What a sidecar would read from the bundle of `target` in `w`.
+fn read_back(w: &World, target: &str) -> KeyBundle {
+    let b = &w.bundles[target];
+    let primary: KeyBundle = bundle::parse(b.keys.as_deref().unwrap()).unwrap();
+    let files = b
+        .shards
+        .iter()
+        .map(|(n, s)| (bundle::shard_file(*n), s.keys.clone().unwrap()))
+        .collect();
+    shard::merge(primary, &files).unwrap()
+}
+
+#[test]
+fn a_target_over_one_secret_gets_shards_and_a_second_pass_writes_nothing() {
+    let mut w = World::new();
+    w.budget = BUDGET;
+    add_keys(&mut w, "orders", 0, 30);
+    w.access.push(access("orders", Some("orders"), 1));
+    let p = w.plan();
+    assert_eq!(p.writes.len(), 1);
+    let write = &p.writes[0];
+    let numbers: Vec<usize> = write.shards.iter().map(|s| s.n).collect();
+    assert!(numbers.len() >= 2, "{numbers:?}");
+    assert_eq!(numbers, (1..=numbers.len()).collect::<Vec<_>>());
+    assert_eq!(write.shard_count, numbers.len());
+    assert!(write.keys_json.len() <= BUDGET);
+    assert!(write.shards.iter().all(|s| s.json.len() <= BUDGET));
+    assert!(
+        write
+            .keys_json
+            .contains("\"shards\":[{\"file\":\"keys-1.json\"")
+    );
+    assert!(write.stale_shards.is_empty());
+    w.apply(&p);
+    let merged = read_back(&w, "orders");
+    assert_eq!(merged.keys.len(), 30);
+
+    let second = w.plan();
+    assert!(second.is_noop(), "second pass writes nothing: {second:?}");
+    assert!(second.events.is_empty());
+
+    // A shard Secret deleted behind the operator's back is written again, alone.
+    w.bundles.get_mut("orders").unwrap().shards.remove(&2);
+    let repair = w.plan();
+    assert_eq!(repair.writes.len(), 1);
+    let numbers: Vec<usize> = repair.writes[0].shards.iter().map(|s| s.n).collect();
+    assert_eq!(numbers, [2]);
+    assert!(
+        repair.events.is_empty(),
+        "same bundle: no BundleUpdated Event"
+    );
+}
+
+#[test]
+fn a_bundle_that_fits_has_no_shards() {
+    let mut w = World::new();
+    add_keys(&mut w, "orders", 0, 30);
+    let p = w.plan();
+    assert!(p.writes[0].shards.is_empty());
+    assert_eq!(p.writes[0].shard_count, 0);
+    assert!(!p.writes[0].keys_json.contains("shards"));
+}
+
+#[test]
+fn shrinking_deletes_the_shards_the_primary_no_longer_lists() {
+    let mut w = World::new();
+    w.budget = BUDGET;
+    add_keys(&mut w, "orders", 0, 30);
+    let p = w.plan();
+    let before = p.writes[0].shards.len();
+    w.apply(&p);
+
+    // Fewer keys: one shard fewer.
+    let keep = 22;
+    w.keys.truncate(keep);
+    let p = w.plan();
+    let write = &p.writes[0];
+    assert!(
+        write.shard_count < before,
+        "{} < {before}",
+        write.shard_count
+    );
+    assert_eq!(
+        write.stale_shards,
+        ((write.shard_count + 1)..=before).collect::<Vec<_>>()
+    );
+    w.apply(&p);
+    assert_eq!(read_back(&w, "orders").keys.len(), keep);
+
+    // Down to what fits in keys.json: every shard goes, keys.json is plain again.
+    let remaining: Vec<usize> = w.bundles["orders"].shards.keys().copied().collect();
+    assert!(!remaining.is_empty());
+    w.keys.truncate(2);
+    let p = w.plan();
+    let write = &p.writes[0];
+    assert_eq!(write.shard_count, 0);
+    assert!(!write.keys_json.contains("shards"));
+    assert_eq!(write.stale_shards, remaining);
+    w.apply(&p);
+    assert!(w.bundles["orders"].shards.is_empty());
+    assert!(w.plan().is_noop());
+
+    // A vanished target takes its shards along (the executor deletes them).
+    w.keys.clear();
+    let p = w.plan();
+    assert_eq!(p.deletes, ["orders"]);
+}
+
+#[test]
+fn a_target_over_the_maximum_is_left_as_it_was_and_reported() {
+    let mut w = World::new();
+    w.budget = BUDGET;
+    add_keys(&mut w, "big", 0, 40);
+    add_keys(&mut w, "small", 500, 2);
+    w.access.push(access("big", Some("big"), 1));
+    let p = w.plan();
+    w.apply(&p);
+    let written_before = w.bundles["big"].clone();
+
+    // Far more keys than 16 Secrets of 4 KiB hold.
+    add_keys(&mut w, "big", 40, 260);
+    w.keys.retain(|k| k.name_any() != "small-key-501");
+    let p = w.plan();
+    let targets: Vec<&str> = p.writes.iter().map(|w| w.target.as_str()).collect();
+    assert_eq!(targets, ["small"], "the other target is still written");
+    assert!(p.deletes.is_empty(), "the bundle in place stays");
+    let why = p.too_large["big"].to_string();
+    assert!(
+        why.contains("shop/big") && why.contains("300 keys") && why.contains("16"),
+        "{why}"
+    );
+
+    // Every key of the target says why, none of the other target's does.
+    let ready = |name: &str| -> (String, String) {
+        let st = p.statuses.iter().find(|s| s.name == name).unwrap();
+        let st: ApiKeyStatus = serde_json::from_value(st.status.clone()).unwrap();
+        let c = &st.conditions[0];
+        (c.reason.clone(), c.message.clone())
+    };
+    let (reason, message) = ready("big-key-299");
+    assert_eq!(reason, TOO_LARGE);
+    assert!(
+        message.contains("target big") && message.contains("16"),
+        "{message}"
+    );
+    assert_eq!(ready("big-key-000").0, TOO_LARGE);
+    assert!(p.statuses.iter().all(|s| !s.name.starts_with("small")));
+    let policy = p.statuses.iter().find(|s| s.name == "big").unwrap();
+    let policy: PolicyStatus = serde_json::from_value(policy.status.clone()).unwrap();
+    assert_eq!(
+        (
+            policy.conditions[0].status.as_str(),
+            policy.conditions[0].reason.as_str()
+        ),
+        ("False", TOO_LARGE)
+    );
+    assert!(policy.conditions[0].message.contains("300 keys"));
+
+    // One Event for the target (regarding its bundle ConfigMap), one for the policy:
+    // not one per key.
+    let events: Vec<(&str, &str)> = p
+        .events
+        .iter()
+        .filter(|e| e.reason == TOO_LARGE)
+        .map(|e| (e.kind.as_str(), e.name.as_str()))
+        .collect();
+    assert_eq!(
+        events,
+        [("AccessPolicy", "big"), ("ConfigMap", "turnpike-big")]
+    );
+
+    w.apply(&p);
+    assert_eq!(w.bundles["big"], written_before);
+    let again = w.plan();
+    assert!(again.is_noop(), "{again:?}");
+    assert!(again.events.is_empty(), "Events on the transition only");
+
+    // Back under the limit: written again, statuses recover.
+    w.keys.retain(|k| {
+        let name = k.name_any();
+        !name.starts_with("big-key-") || name.as_str() < "big-key-050"
+    });
+    let p = w.plan();
+    assert_eq!(p.writes.len(), 1);
+    assert!(p.too_large.is_empty());
+    w.apply(&p);
+    let (reason, _) = {
+        let k = w
+            .keys
+            .iter()
+            .find(|k| k.name_any() == "big-key-045")
+            .unwrap();
+        let c = &k.status.as_ref().unwrap().conditions[0];
+        (c.reason.clone(), c.message.clone())
+    };
+    assert_eq!(reason, "Active");
+    assert_eq!(read_back(&w, "big").keys.len(), 50);
 }

@@ -1,10 +1,16 @@
 //! Bundle sources and the store the request path reads the bundle from.
 //!
 //! - [`Source::Dir`] (`--bundle-dir`): `keys.json` and `policy.json` as the kubelet
-//!   projects the Secret and ConfigMap `turnpike-<target>` into one volume. The
-//!   kubelet replaces the files by swapping a `..data` symlink, which file-change
-//!   notifications report unreliably; the [`Reloader`] instead reads both files every
-//!   `--reload-interval` (they are small) and reloads when their bytes changed.
+//!   projects the Secret and ConfigMap `turnpike-<target>` into one volume, plus the
+//!   extra key shards `keys-<n>.json` that a `keys.json` lists when a target's keys do
+//!   not fit in one Secret (see `turnpike_api::shard`). The kubelet replaces the files
+//!   by swapping a `..data` symlink, which file-change notifications report
+//!   unreliably; the [`Reloader`] instead reads `keys.json` and `policy.json` every
+//!   `--reload-interval` (at most about 1 MiB each), checks the shard files' size and
+//!   modification time, and reloads when any of that changed. The shards are read
+//!   only then, and must match the hashes `keys.json` lists: a torn set (a shard
+//!   missing, older or newer than `keys.json`) is refused like any invalid bundle and
+//!   retried when the files change again.
 //! - [`Source::Manifests`] (`--manifests DIR --target NAME`): the YAML you would
 //!   `kubectl apply`, compiled in process by the same compiler the operator uses,
 //!   reloaded the same way.
@@ -21,9 +27,12 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use sha2::{Digest, Sha256};
-use turnpike_api::bundle::{self, KEYS_FILE, KeyBundle, POLICY_FILE, PolicyBundle};
+use turnpike_api::bundle::{
+    self, KEYS_FILE, KeyBundle, MAX_KEY_SHARDS, POLICY_FILE, PolicyBundle, shard_file,
+};
 use turnpike_api::compiler::{self, Inputs, Outcome};
 use turnpike_api::manifest::{self, ManifestError, Resource};
+use turnpike_api::shard::{self, ShardError};
 
 use crate::audit_log::AuditLog;
 use crate::engine::{CompileError, CompiledBundle};
@@ -69,6 +78,9 @@ pub enum LoadError {
     /// A bundle file is not valid.
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
+    /// The key shards do not match `keys.json` (torn update) or are not valid.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
     /// The pair does not compile for enforcement.
     #[error("bundle refused: {0}")]
     Compile(#[from] CompileError),
@@ -174,7 +186,11 @@ pub struct Reloader {
 
 /// The raw input of one poll.
 enum Snapshot {
-    Dir { keys: Vec<u8>, policy: Vec<u8> },
+    Dir {
+        dir: PathBuf,
+        keys: Vec<u8>,
+        policy: Vec<u8>,
+    },
     Manifests,
 }
 
@@ -263,7 +279,28 @@ impl Reloader {
                 h.update((keys.len() as u64).to_le_bytes());
                 h.update(&keys);
                 h.update(&policy);
-                Ok((h.finalize().into(), Snapshot::Dir { keys, policy }))
+                // Shards are up to 15 x 900 KiB: their metadata says whether they
+                // changed (the kubelet writes new files, never in place).
+                for n in 1..MAX_KEY_SHARDS {
+                    if let Ok(meta) = std::fs::metadata(dir.join(shard_file(n))) {
+                        let modified = meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_nanos());
+                        h.update((n as u64).to_le_bytes());
+                        h.update(meta.len().to_le_bytes());
+                        h.update(modified.to_le_bytes());
+                    }
+                }
+                Ok((
+                    h.finalize().into(),
+                    Snapshot::Dir {
+                        dir: dir.clone(),
+                        keys,
+                        policy,
+                    },
+                ))
             }
             Source::Manifests { dir, .. } => {
                 let mut h = Sha256::new();
@@ -280,8 +317,9 @@ impl Reloader {
 
     fn load(&self, snapshot: Snapshot) -> Result<CompiledBundle, LoadError> {
         match (snapshot, &self.source) {
-            (Snapshot::Dir { keys, policy }, _) => {
+            (Snapshot::Dir { dir, keys, policy }, _) => {
                 let keys: KeyBundle = bundle::parse(&utf8(KEYS_FILE, keys)?)?;
+                let keys = merge_shards(&dir, keys)?;
                 let policy: PolicyBundle = bundle::parse(&utf8(POLICY_FILE, policy)?)?;
                 bundle::check_pair(&keys, &policy)?;
                 Ok(CompiledBundle::compile(&keys, &policy)?)
@@ -303,6 +341,32 @@ impl Reloader {
             }),
         }
     }
+}
+
+/// Reads the shards `keys` lists (names checked first, so a bundle never picks a path)
+/// and merges them into one bundle; a listed file that is absent is left for
+/// [`shard::merge`] to report as missing.
+fn merge_shards(dir: &Path, keys: KeyBundle) -> Result<KeyBundle, LoadError> {
+    let mut files = BTreeMap::new();
+    for (_, file) in shard::listed(&keys)? {
+        match std::fs::read(dir.join(&file)) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| LoadError::Read {
+                    file: file.clone(),
+                    message: "not UTF-8".into(),
+                })?;
+                files.insert(file, text);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(LoadError::Read {
+                    file: dir.join(&file).display().to_string(),
+                    message: e.kind().to_string(),
+                });
+            }
+        }
+    }
+    Ok(shard::merge(keys, &files)?)
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, LoadError> {

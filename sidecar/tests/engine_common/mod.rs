@@ -134,6 +134,7 @@ pub fn keys() -> KeyBundle {
         namespace: "shop".into(),
         target: "orders".into(),
         epoch: 1,
+        shards: Vec::new(),
         keys,
     };
     k.seal();
