@@ -5,6 +5,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use futures::{StreamExt as _, stream::FuturesUnordered};
 use jiff::Timestamp;
 use k8s_openapi::{
     ByteString,
@@ -162,6 +163,12 @@ struct Loaded {
     bundles: BTreeMap<String, ExistingBundle>,
     config_map_uids: BTreeMap<String, String>,
 }
+
+/// Writes of independent objects (key material and token Secrets, statuses) in flight
+/// at once in one reconcile. Sequential writes took 267 s to bring 10,000 ApiKeys to
+/// Active against the local API server (scripts/bench-operator-api); the API server
+/// handles many requests at once, and 16 keeps one namespace from monopolising it.
+const WRITE_CONCURRENCY: usize = 16;
 
 async fn list<K>(client: &Client, ns: &str, lp: &ListParams) -> Result<Vec<K>, Error>
 where
@@ -529,31 +536,40 @@ async fn reconcile_inner(ns_obj: &Namespace, ctx: &Context) -> Result<Action, Er
     let now = Timestamp::now();
     let mut failures: Vec<Error> = Vec::new();
 
-    // Keys first: issuance and rotation change the material the compile reads.
-    for action in keys::plan(&loaded.api_keys, &loaded.materials, now) {
-        let Some(key) = loaded
-            .api_keys
+    // Keys first: issuance and rotation change the material the compile reads. Each
+    // action touches only its own key's objects, so up to WRITE_CONCURRENCY run at once.
+    let mut outcomes: Vec<(String, Result<Material, Error>)> = Vec::new();
+    {
+        let by_name: BTreeMap<String, &ApiKey> =
+            loaded.api_keys.iter().map(|k| (k.name_any(), k)).collect();
+        let actions = keys::plan(&loaded.api_keys, &loaded.materials, now);
+        // A FuturesUnordered refilled by hand: stream combinators with closures over
+        // borrowed data make the reconcile future lose `Send` (rustc's higher-ranked
+        // lifetime limitation), which the controller needs.
+        let mut todo = actions
             .iter()
-            .find(|k| k.name_any() == action.api_key())
-            .cloned()
-        else {
-            continue;
-        };
-        match carry_out(
-            ctx,
-            &ns,
-            &key,
-            &action,
-            loaded.materials.get(action.api_key()),
-            now,
-        )
-        .await
-        {
+            .filter_map(|action| by_name.get(action.api_key()).map(|key| (action, *key)));
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < WRITE_CONCURRENCY {
+                let Some((action, key)) = todo.next() else {
+                    break;
+                };
+                running.push(key_action(ctx, &ns, key, action, &loaded.materials, now));
+            }
+            match running.next().await {
+                Some(outcome) => outcomes.push(outcome),
+                None => break,
+            }
+        }
+    }
+    for (name, outcome) in outcomes {
+        match outcome {
             Ok(m) => {
-                loaded.materials.insert(action.api_key().to_string(), m);
+                loaded.materials.insert(name, m);
             }
             Err(e) => {
-                warn!(namespace = %ns, api_key = action.api_key(), error = %e, "key action failed");
+                warn!(namespace = %ns, api_key = %name, error = %e, "key action failed");
                 failures.push(e);
             }
         }
@@ -621,6 +637,20 @@ async fn reconcile_inner(ns_obj: &Namespace, ctx: &Context) -> Result<Action, Er
         .map(|at| Duration::from_secs(u64::try_from(at - now.as_second()).unwrap_or(0).max(1)))
         .map_or(RESYNC, |d| d.min(RESYNC));
     Ok(Action::requeue(next))
+}
+
+/// [`carry_out`] with the name of its ApiKey, for running several at once.
+async fn key_action(
+    ctx: &Context,
+    ns: &str,
+    key: &ApiKey,
+    action: &KeyAction,
+    materials: &BTreeMap<String, Material>,
+    now: Timestamp,
+) -> (String, Result<Material, Error>) {
+    let name = action.api_key().to_string();
+    let result = carry_out(ctx, ns, key, action, materials.get(&name), now).await;
+    (name, result)
 }
 
 async fn carry_out(
@@ -750,9 +780,20 @@ async fn execute(ctx: &Context, ns: &str, plan: &Plan, loaded: &Loaded, failures
         }
     }
     ctx.observer.bundles(written, deleted);
-    for s in &plan.statuses {
-        if let Err(e) = write_status(client, ns, s.kind, &s.name, &s.status).await {
-            failures.push(e);
+    // Statuses are independent of each other: WRITE_CONCURRENCY at a time.
+    let mut todo = plan.statuses.iter();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < WRITE_CONCURRENCY {
+            let Some(s) = todo.next() else {
+                break;
+            };
+            running.push(write_status(client, ns, s.kind, &s.name, &s.status));
+        }
+        match running.next().await {
+            Some(Err(e)) => failures.push(e),
+            Some(Ok(())) => {}
+            None => break,
         }
     }
     for e in &plan.events {

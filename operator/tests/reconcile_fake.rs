@@ -6,7 +6,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -216,6 +219,39 @@ impl Fake {
                 json!({"kind": "Status", "message": format!("{m} not supported by the fake"), "code": 405}),
             ),
         }
+    }
+
+    /// A kube Client whose requests this fake answers, each on its own task after a
+    /// short pause, recording the most requests ever outstanding at once in `peak`.
+    fn overlapping_client(&self, peak: Arc<AtomicUsize>) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = self.clone();
+        let open = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now_open, Ordering::SeqCst);
+                let (fake, open) = (fake.clone(), open.clone());
+                tokio::spawn(async move {
+                    // Gives a concurrent caller the chance to send its next request.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    let method = req.method().clone();
+                    let path = req.uri().path().to_string();
+                    let query = req.uri().query().unwrap_or_default().to_string();
+                    let body = req.into_body().collect_bytes().await.unwrap_or_default();
+                    let (code, value) = fake.handle(method, &path, &query, &body);
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    send.send_response(
+                        Response::builder()
+                            .status(StatusCode::from_u16(code).unwrap())
+                            .header("content-type", "application/json")
+                            .body(Body::from(serde_json::to_vec(&value).unwrap()))
+                            .unwrap(),
+                    );
+                });
+            }
+        });
+        Client::new(service, NS)
     }
 
     /// A kube Client whose requests this fake answers.
@@ -687,4 +723,38 @@ async fn a_failed_shard_write_holds_the_primary_back_and_a_vanished_target_takes
             "DELETE secrets/turnpike-orders.keys-2",
         ]
     );
+}
+
+/// Key material and statuses of independent ApiKeys are written several at a time (a
+/// sequential executor never has more than one request outstanding), but never more
+/// than the executor's bound of 16, and every one of them lands.
+#[tokio::test]
+async fn independent_writes_overlap_within_the_bound_and_all_land() {
+    let fake = Fake::default();
+    put_policy(&fake, "orders");
+    put_keys(&fake, "orders", 0..40);
+    let peak = Arc::new(AtomicUsize::new(0));
+    let ctx = ctx(fake.overlapping_client(peak.clone()));
+    reconcile(namespace(), ctx).await.unwrap();
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        (2..=16).contains(&peak),
+        "most requests outstanding at once: {peak}"
+    );
+    let writes = fake.take_writes();
+    let statuses = writes
+        .iter()
+        .filter(|w| w.starts_with("PATCH apikeys/") && w.ends_with("/status"))
+        .count();
+    assert_eq!(statuses, 40, "{writes:#?}");
+    for i in 0..40 {
+        let key = fake
+            .object(
+                "turnpike.dev/v1alpha1",
+                "apikeys",
+                &format!("orders-key-{i:03}"),
+            )
+            .unwrap();
+        assert_eq!(key["status"]["phase"], "Active", "orders-key-{i:03}");
+    }
 }
