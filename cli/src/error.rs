@@ -15,6 +15,10 @@ pub enum Kind {
     Secret,
     /// `events.events.k8s.io`.
     Event,
+    /// Core `pods` (the pods a sidecar serves in).
+    Pod,
+    /// The `pods/proxy` subresource (the API server's proxy to a pod's port).
+    PodProxy,
 }
 
 impl Kind {
@@ -24,6 +28,8 @@ impl Kind {
             Kind::ApiKey => "apikeys.turnpike.dev",
             Kind::Secret => "secrets",
             Kind::Event => "events.events.k8s.io",
+            Kind::Pod => "pods",
+            Kind::PodProxy => "pods/proxy",
         }
     }
 
@@ -33,6 +39,8 @@ impl Kind {
             Kind::ApiKey => "ApiKey",
             Kind::Secret => "Secret",
             Kind::Event => "Event",
+            Kind::Pod => "Pod",
+            Kind::PodProxy => "Pod proxy",
         }
     }
 }

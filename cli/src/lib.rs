@@ -13,6 +13,7 @@ pub mod error;
 pub mod key;
 pub mod manifest;
 pub mod output;
+pub mod sidecars;
 pub mod validate;
 pub mod wait;
 
@@ -46,6 +47,10 @@ pub enum Command {
     Rotate(commands::rotate::RotateArgs),
     /// Show an ApiKey's status, conditions and recent Events.
     Describe(commands::describe::DescribeArgs),
+    /// Show an ApiKey's live usage as each sidecar counts it: bucket level, quota used
+    /// today, lockout. Needs `get` on Secret turnpike.admin, `list` pods and `get`
+    /// pods/proxy in the namespace (see docs/plugin.md).
+    Usage(commands::usage::UsageArgs),
 }
 
 /// Runs a parsed command line. Offline commands never touch the network; the others
@@ -98,6 +103,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let (client, ns) = cluster::connect(&args.cluster).await?;
                 let what = format!("rotate ApiKey {ns}/{}", args.name);
                 commands::rotate::run(&client, &ns, &args, &mut out)
+                    .await
+                    .context(what)
+            }
+            Command::Usage(args) => {
+                let what = match (&args.name, &args.key_id) {
+                    (Some(name), _) => format!("usage of ApiKey {name}"),
+                    (None, Some(id)) => format!("usage of key {id}"),
+                    (None, None) => "usage".to_owned(),
+                };
+                let env_token = std::env::var(sidecars::ADMIN_TOKEN_ENV).ok();
+                commands::usage::run(&args, env_token, &mut out)
                     .await
                     .context(what)
             }

@@ -20,7 +20,7 @@ use turnpike_api::types::{AccessPolicy, ApiKey, CorsPolicy, RateLimitPolicy};
 
 use crate::{
     material::MANAGED_BY,
-    reconcile::{Context, Observer, error_policy, reconcile},
+    reconcile::{Context, Observer, error_policy},
 };
 
 fn to_namespace<K: ResourceExt>(obj: K) -> Option<ObjectRef<Namespace>> {
@@ -73,7 +73,7 @@ pub async fn run(
         )
         .watches(Api::<ConfigMap>::all(client), managed, to_namespace)
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, ctx)
+        .run(crate::admin_secret::reconcile, error_policy, ctx)
         .for_each(|res| async move {
             match res {
                 Ok((ns, _)) => debug!(namespace = %ns.name, "reconciled"),

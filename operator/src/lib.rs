@@ -3,6 +3,7 @@
 //! pods that ask for it (the admission webhook).
 #![forbid(unsafe_code)]
 
+pub mod admin_secret;
 pub mod controller;
 pub mod http;
 pub mod keys;

@@ -86,7 +86,9 @@ pub struct Args {
     pub trusted_proxies: String,
 
     /// File holding the token for `/internal/...` (else the `TURNPIKE_ADMIN_TOKEN`
-    /// environment variable; without either, those endpoints answer 401).
+    /// environment variable; without either, those endpoints answer 503). The file may
+    /// not exist yet (an optional Secret volume): it is re-read when it appears or
+    /// changes, and until then those endpoints answer 503.
     #[arg(long, env = "TURNPIKE_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
 
@@ -198,6 +200,19 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Where the admin token comes from (checked once at start; see
+/// [`crate::admin::AdminToken`] for how a file is followed).
+#[derive(Clone, Debug, Default)]
+pub enum AdminTokenConfig {
+    /// None: `/internal/...` answers 503.
+    #[default]
+    Unset,
+    /// `TURNPIKE_ADMIN_TOKEN`.
+    Env(Secret),
+    /// `--admin-token-file` (it may not exist yet).
+    File(PathBuf),
+}
+
 /// Where requests are forwarded.
 #[derive(Clone, Debug)]
 pub struct Upstream {
@@ -237,8 +252,8 @@ pub struct Config {
     pub reload_interval: StdDuration,
     /// Trusted proxies.
     pub trusted_proxies: TrustedProxies,
-    /// Admin token, if configured.
-    pub admin_token: Option<Secret>,
+    /// Admin token source.
+    pub admin_token: AdminTokenConfig,
     /// TLS server configuration, if serving TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Timeouts.
@@ -345,17 +360,20 @@ fn parse_upstream(value: &str) -> Result<Upstream, ConfigError> {
     Ok(Upstream { scheme, authority })
 }
 
-fn read_token_file(path: &Path) -> Result<Secret, ConfigError> {
-    let err = |message: String| ConfigError::AdminToken {
-        path: path.to_path_buf(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.kind().to_string()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(err("the file is empty".into()));
+/// Checks `--admin-token-file` at start: a file that does not exist yet is fine (the
+/// kubelet adds it when the Secret appears); one that exists must hold a token.
+fn check_token_file(path: &Path) -> Result<AdminTokenConfig, ConfigError> {
+    // `metadata` follows symlinks: a kubelet `..data` link to nothing is "not yet".
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        _ => {
+            crate::admin::read_token(path).map_err(|message| ConfigError::AdminToken {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        }
     }
-    Ok(Secret::new(token.to_string()))
+    Ok(AdminTokenConfig::File(path.to_path_buf()))
 }
 
 fn positive(flag: &'static str, d: Duration) -> Result<StdDuration, ConfigError> {
@@ -408,10 +426,10 @@ impl Config {
         };
 
         let admin_token = match (&args.admin_token_file, env_admin_token) {
-            (Some(path), _) => Some(read_token_file(path)?),
+            (Some(path), _) => check_token_file(path)?,
             (None, Some(t)) if t.trim().is_empty() => return Err(ConfigError::EmptyAdminTokenEnv),
-            (None, Some(t)) => Some(Secret::new(t.trim().to_string())),
-            (None, None) => None,
+            (None, Some(t)) => AdminTokenConfig::Env(Secret::new(t.trim().to_string())),
+            (None, None) => AdminTokenConfig::Unset,
         };
 
         let tls = match (&args.tls_cert, &args.tls_key) {
@@ -500,7 +518,8 @@ mod tests {
         assert_eq!(c.timeouts.shutdown_grace, StdDuration::from_secs(20));
         assert_eq!((c.verify_threads, c.verify_queue), (2, 64));
         assert_eq!(c.hygiene, HygieneLimits::default());
-        assert!(c.security_headers && c.tls.is_none() && c.admin_token.is_none());
+        assert!(c.security_headers && c.tls.is_none());
+        assert!(matches!(c.admin_token, AdminTokenConfig::Unset));
         assert!(matches!(c.source, Source::Dir(_)));
     }
 
@@ -579,14 +598,42 @@ mod tests {
             file.to_str().unwrap(),
         ])
         .unwrap();
-        let c = Config::from_args(args, None).unwrap();
-        assert_eq!(c.admin_token.as_ref().unwrap().expose(), "s3cret-admin");
+        let c = Config::from_args(args, Some("ignored-env".into())).unwrap();
+        assert!(matches!(c.admin_token, AdminTokenConfig::File(ref p) if *p == file));
         assert!(!format!("{c:?}").contains("s3cret"));
 
         let args = Args::try_parse_from(["x", "--bundle-dir", "/b"]).unwrap();
         let c = Config::from_args(args, Some("from-env".into())).unwrap();
-        assert_eq!(c.admin_token.unwrap().expose(), "from-env");
+        assert!(matches!(c.admin_token, AdminTokenConfig::Env(ref s) if s.expose() == "from-env"));
+        assert!(!format!("{c:?}").contains("from-env"));
         let args = Args::try_parse_from(["x", "--bundle-dir", "/b"]).unwrap();
         assert!(Config::from_args(args, Some(" ".into())).is_err());
+    }
+
+    #[test]
+    fn admin_token_file_may_not_exist_yet_but_must_hold_a_token_when_it_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let parse_with = |file: &Path| {
+            let args = Args::try_parse_from([
+                "x",
+                "--bundle-dir",
+                "/b",
+                "--admin-token-file",
+                file.to_str().unwrap(),
+            ])
+            .unwrap();
+            Config::from_args(args, None).map_err(|e| e.to_string())
+        };
+        let missing = dir.path().join("not-yet");
+        assert!(matches!(
+            parse_with(&missing).unwrap().admin_token,
+            AdminTokenConfig::File(_)
+        ));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let err = parse_with(&empty).unwrap_err();
+        assert!(err.contains("the file is empty"), "{err}");
+        let err = parse_with(dir.path()).unwrap_err();
+        assert!(err.contains("--admin-token-file"), "{err}");
     }
 }

@@ -86,6 +86,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "turnpike-sidecar serving"
     );
 
+    // Read a token file once now, so the log says at start whether there is a token.
+    let admin_token = Arc::new(crate::admin::AdminToken::from_config(&config.admin_token));
+    let _ = admin_token.current(clock.now().mono_ms);
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
@@ -94,7 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             store: Arc::clone(&store),
             metrics: Arc::clone(&metrics),
             clock,
-            token: config.admin_token.clone(),
+            token: admin_token,
         },
         config.timeouts.header,
         admin_stop.clone(),

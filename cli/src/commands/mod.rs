@@ -9,6 +9,7 @@ pub mod issue;
 pub mod list;
 pub mod revoke;
 pub mod rotate;
+pub mod usage;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use turnpike_api::types::{ApiKey, KeyPhase};
