@@ -38,6 +38,11 @@ LABEL org.opencontainers.image.title="turnpike-sidecar" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/turnpike-sidecar /usr/local/bin/turnpike-sidecar
 USER 65532:65532
+# mimalloc (the sidecar's allocator) commits arena memory lazily and gives freed pages
+# back at once: each argon2id verification borrows 19 MiB for a few milliseconds, and
+# with these two settings a sidecar that verified 3,000 distinct keys went back to
+# 26 MiB instead of 78 MiB (docs/benchmarks.md). Same values in scripts/images.
+ENV MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0
 # Proxy; admin (metrics, health).
 EXPOSE 9080 9901
 ENTRYPOINT ["/usr/local/bin/turnpike-sidecar"]
