@@ -11,6 +11,7 @@ pub mod crd;
 pub mod duration;
 pub mod hash;
 pub mod manifest;
+pub mod pod;
 pub mod route;
 pub mod shard;
 pub mod token;

@@ -21,12 +21,8 @@ use turnpike_api::bundle::{ADMIN_SECRET, ADMIN_TOKEN_HEADER, ADMIN_TOKEN_KEY};
 
 use crate::error::{Error, Kind, Op, chain, from_kube, is_object_not_found};
 
-/// Name of the injected sidecar container.
-pub const SIDECAR_CONTAINER: &str = "turnpike-sidecar";
-/// Name of the sidecar's admin port.
-pub const ADMIN_PORT_NAME: &str = "turnpike-admin";
-/// The admin port when the container does not name one (the injector's default).
-pub const DEFAULT_ADMIN_PORT: i32 = 9901;
+pub use turnpike_api::pod::{ADMIN_PORT_NAME, CONTAINER_NAME as SIDECAR_CONTAINER};
+use turnpike_api::pod::{APP_LABEL, DEFAULT_ADMIN_PORT, NAME_LABEL, TARGET_ANNOTATION};
 /// Environment variable holding the admin token for `--sidecar-url`.
 pub const ADMIN_TOKEN_ENV: &str = "TURNPIKE_ADMIN_TOKEN";
 /// Largest answer read from a sidecar.
@@ -157,9 +153,9 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
 /// `app.kubernetes.io/name`, else label `app`.
 pub fn pod_target(pod: &Pod) -> Option<String> {
     pod.annotations()
-        .get("turnpike.dev/target")
-        .or_else(|| pod.labels().get("app.kubernetes.io/name"))
-        .or_else(|| pod.labels().get("app"))
+        .get(TARGET_ANNOTATION)
+        .or_else(|| pod.labels().get(NAME_LABEL))
+        .or_else(|| pod.labels().get(APP_LABEL))
         .cloned()
 }
 
@@ -171,7 +167,7 @@ pub fn sidecar_pod(pod: &Pod) -> Option<SidecarPod> {
         .iter()
         .flatten()
         .find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME))
-        .map_or(DEFAULT_ADMIN_PORT, |p| p.container_port);
+        .map_or(i32::from(DEFAULT_ADMIN_PORT), |p| p.container_port);
     Some(SidecarPod {
         name: pod.name_any(),
         target: pod_target(pod),

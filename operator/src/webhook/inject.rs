@@ -19,14 +19,16 @@ use serde_json::{Value, json};
 
 use super::config::{InjectorConfig, SidecarMode};
 
+pub use turnpike_api::pod::{
+    ADMIN_PORT_NAME, APP_LABEL, CONTAINER_NAME, DEFAULT_ADMIN_PORT, NAME_LABEL, TARGET_ANNOTATION,
+};
+
 /// Pod annotation: `"true"` injects, `"false"` opts out (also in a labelled namespace).
 pub const INJECT_ANNOTATION: &str = "turnpike.dev/inject";
 /// Namespace label: `enabled` injects every pod of the namespace that does not opt out.
 pub const NAMESPACE_LABEL: &str = "turnpike.dev/inject";
 /// The value of [`NAMESPACE_LABEL`] that opts a namespace in.
 pub const NAMESPACE_LABEL_ENABLED: &str = "enabled";
-/// Pod annotation naming the target (default: label `app.kubernetes.io/name`, else `app`).
-pub const TARGET_ANNOTATION: &str = "turnpike.dev/target";
 /// Pod annotation: the workload's port the sidecar forwards to (default
 /// `--sidecar-upstream-port`, 8080).
 pub const UPSTREAM_PORT_ANNOTATION: &str = "turnpike.dev/upstream-port";
@@ -34,13 +36,7 @@ pub const UPSTREAM_PORT_ANNOTATION: &str = "turnpike.dev/upstream-port";
 pub const LISTEN_PORT_ANNOTATION: &str = "turnpike.dev/listen-port";
 /// Pod annotation the injector adds, with the operator's version.
 pub const INJECTED_ANNOTATION: &str = "turnpike.dev/injected";
-/// The recommended label for the target name.
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
-/// The older, common label for the target name.
-pub const APP_LABEL: &str = "app";
 
-/// The injected container's name.
-pub const CONTAINER_NAME: &str = "turnpike-sidecar";
 /// The projected volume holding the bundle.
 pub const VOLUME_NAME: &str = "turnpike-bundle";
 /// An empty volume over the service-account token path in the sidecar (see
@@ -66,13 +62,8 @@ const ADMIN_TOKEN_FILE_NAME: &str = "token";
 pub const DEFAULT_UPSTREAM_PORT: u16 = 8080;
 /// Default of [`LISTEN_PORT_ANNOTATION`] (`--sidecar-listen-port` changes it).
 pub const DEFAULT_LISTEN_PORT: u16 = 9080;
-/// Default of the sidecar's admin port (probes, metrics; `--sidecar-admin-port`). Not
-/// per pod: probes and scrapers find it by its name [`ADMIN_PORT_NAME`].
-pub const DEFAULT_ADMIN_PORT: u16 = 9901;
 /// Name of the proxy port (Services should use it as `targetPort`).
 pub const PORT_NAME: &str = "turnpike";
-/// Name of the admin port.
-pub const ADMIN_PORT_NAME: &str = "turnpike-admin";
 /// The user the sidecar runs as (distroless `nonroot`).
 pub const SIDECAR_UID: i64 = 65532;
 
