@@ -7,19 +7,14 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{
-    Client,
-    client::Body,
-    runtime::events::{Recorder, Reporter},
-};
+use http::Method;
+use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use turnpike_api::{
     bundle::{self, KeyBundle},
@@ -28,254 +23,8 @@ use turnpike_api::{
 };
 use turnpike_operator::reconcile::{Context, NoObserver, backoff, error_policy, reconcile};
 
-#[derive(Default)]
-struct State {
-    /// (collection path, name) -> object
-    objects: BTreeMap<(String, String), Value>,
-    /// (method, path) of every request
-    requests: Vec<(Method, String)>,
-    /// (method, path) -> status code to fail with
-    failures: BTreeMap<(Method, String), u16>,
-    /// query string of every PATCH, by path (the last one)
-    patch_queries: BTreeMap<String, String>,
-    /// bodies of the Events posted
-    event_bodies: Vec<Value>,
-    next_uid: u64,
-}
-
-#[derive(Clone, Default)]
-struct Fake(Arc<Mutex<State>>);
-
-const NS: &str = "shop";
-
-fn coll(group_version: &str, plural: &str) -> String {
-    if group_version == "v1" {
-        format!("/api/v1/namespaces/{NS}/{plural}")
-    } else {
-        format!("/apis/{group_version}/namespaces/{NS}/{plural}")
-    }
-}
-
-fn selector_matches(obj: &Value, selector: &str) -> bool {
-    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
-        let labels = &obj["metadata"]["labels"];
-        match term.split_once('=') {
-            Some((k, v)) => labels[k] == v,
-            None => !labels[term].is_null(),
-        }
-    })
-}
-
-fn decode_query(q: &str) -> BTreeMap<String, String> {
-    q.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                v.replace("%3D", "=")
-                    .replace("%2C", ",")
-                    .replace("%2F", "/"),
-            )
-        })
-        .collect()
-}
-
-impl Fake {
-    fn put(&self, gv: &str, plural: &str, mut obj: Value) {
-        let mut s = self.0.lock().unwrap();
-        s.next_uid += 1;
-        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-        obj["metadata"]["uid"] = json!(format!("uid-{}", s.next_uid));
-        obj["metadata"]["namespace"] = json!(NS);
-        obj["metadata"]["generation"] = json!(1);
-        obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-        s.objects.insert((coll(gv, plural), name), obj);
-    }
-
-    fn fail(&self, method: Method, path: &str, code: u16) {
-        self.0
-            .lock()
-            .unwrap()
-            .failures
-            .insert((method, path.to_string()), code);
-    }
-
-    fn clear_failures(&self) {
-        self.0.lock().unwrap().failures.clear();
-    }
-
-    fn take_writes(&self) -> Vec<String> {
-        let mut s = self.0.lock().unwrap();
-        let reqs = std::mem::take(&mut s.requests);
-        reqs.into_iter()
-            .filter(|(m, p)| *m != Method::GET && !p.contains("/events"))
-            .map(|(m, p)| {
-                format!(
-                    "{m} {}",
-                    p.trim_start_matches(&format!("/api/v1/namespaces/{NS}/"))
-                        .trim_start_matches(&format!(
-                            "/apis/turnpike.dev/v1alpha1/namespaces/{NS}/"
-                        ))
-                )
-            })
-            .collect()
-    }
-
-    fn events(&self) -> Vec<String> {
-        let s = self.0.lock().unwrap();
-        s.requests
-            .iter()
-            .filter(|(m, p)| *m == Method::POST && p.contains("/events"))
-            .map(|(_, p)| p.clone())
-            .collect()
-    }
-
-    fn object(&self, gv: &str, plural: &str, name: &str) -> Option<Value> {
-        self.0
-            .lock()
-            .unwrap()
-            .objects
-            .get(&(coll(gv, plural), name.to_string()))
-            .cloned()
-    }
-
-    fn handle(&self, method: Method, path: &str, query: &str, body: &[u8]) -> (u16, Value) {
-        let mut s = self.0.lock().unwrap();
-        s.requests.push((method.clone(), path.to_string()));
-        if let Some(code) = s.failures.get(&(method.clone(), path.to_string())) {
-            return (
-                *code,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected failure", "reason": "InternalError", "code": code}),
-            );
-        }
-        if path.ends_with("/events") && method == Method::POST {
-            let v: Value = serde_json::from_slice(body).unwrap_or(json!({}));
-            s.event_bodies.push(v.clone());
-            return (201, v);
-        }
-        if method == Method::PATCH {
-            s.patch_queries.insert(path.to_string(), query.to_string());
-        }
-        let parts: Vec<&str> = path.split('/').collect();
-        // .../namespaces/NS/PLURAL[/NAME[/status]]
-        let ns_at = parts.iter().position(|p| *p == "namespaces").unwrap();
-        let collection = parts[..ns_at + 3].join("/");
-        let name = parts.get(ns_at + 3).map(|s| s.to_string());
-        let status = parts.get(ns_at + 4) == Some(&"status");
-        let not_found = |n: &str| {
-            (
-                404,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": format!("{n} not found"), "reason": "NotFound", "code": 404}),
-            )
-        };
-        match (method, name) {
-            (Method::GET, None) => {
-                let q = decode_query(query);
-                let sel = q.get("labelSelector").cloned().unwrap_or_default();
-                let items: Vec<Value> = s
-                    .objects
-                    .iter()
-                    .filter(|((c, _), o)| *c == collection && selector_matches(o, &sel))
-                    .map(|(_, o)| o.clone())
-                    .collect();
-                (
-                    200,
-                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
-                )
-            }
-            (Method::PATCH, Some(n)) if status => {
-                let patch: Value = serde_json::from_slice(body).unwrap();
-                match s.objects.get_mut(&(collection, n.clone())) {
-                    Some(o) => {
-                        o["status"] = patch["status"].clone();
-                        (200, o.clone())
-                    }
-                    None => not_found(&n),
-                }
-            }
-            (Method::PATCH, Some(n)) => {
-                // Server-side apply: the fake stores the applied object as it is.
-                let mut obj: Value = serde_json::from_slice(body).unwrap();
-                s.next_uid += 1;
-                let uid = s
-                    .objects
-                    .get(&(collection.clone(), n.clone()))
-                    .and_then(|o| o["metadata"]["uid"].as_str().map(String::from))
-                    .unwrap_or_else(|| format!("uid-{}", s.next_uid));
-                obj["metadata"]["uid"] = json!(uid);
-                s.objects.insert((collection, n), obj.clone());
-                (200, obj)
-            }
-            (Method::DELETE, Some(n)) => match s.objects.remove(&(collection, n.clone())) {
-                Some(o) => (200, o),
-                None => not_found(&n),
-            },
-            (Method::GET, Some(n)) => match s.objects.get(&(collection, n.clone())) {
-                Some(o) => (200, o.clone()),
-                None => not_found(&n),
-            },
-            (m, _) => (
-                405,
-                json!({"kind": "Status", "message": format!("{m} not supported by the fake"), "code": 405}),
-            ),
-        }
-    }
-
-    /// A kube Client whose requests this fake answers, each on its own task after a
-    /// short pause, recording the most requests ever outstanding at once in `peak`.
-    fn overlapping_client(&self, peak: Arc<AtomicUsize>) -> Client {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = self.clone();
-        let open = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(async move {
-            while let Some((req, send)) = handle.next_request().await {
-                let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
-                peak.fetch_max(now_open, Ordering::SeqCst);
-                let (fake, open) = (fake.clone(), open.clone());
-                tokio::spawn(async move {
-                    // Gives a concurrent caller the chance to send its next request.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    let method = req.method().clone();
-                    let path = req.uri().path().to_string();
-                    let query = req.uri().query().unwrap_or_default().to_string();
-                    let body = req.into_body().collect_bytes().await.unwrap_or_default();
-                    let (code, value) = fake.handle(method, &path, &query, &body);
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    send.send_response(
-                        Response::builder()
-                            .status(StatusCode::from_u16(code).unwrap())
-                            .header("content-type", "application/json")
-                            .body(Body::from(serde_json::to_vec(&value).unwrap()))
-                            .unwrap(),
-                    );
-                });
-            }
-        });
-        Client::new(service, NS)
-    }
-
-    /// A kube Client whose requests this fake answers.
-    fn client(&self) -> Client {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = self.clone();
-        tokio::spawn(async move {
-            while let Some((req, send)) = handle.next_request().await {
-                let method = req.method().clone();
-                let path = req.uri().path().to_string();
-                let query = req.uri().query().unwrap_or_default().to_string();
-                let body = req.into_body().collect_bytes().await.unwrap_or_default();
-                let (code, value) = fake.handle(method, &path, &query, &body);
-                let response = Response::builder()
-                    .status(StatusCode::from_u16(code).unwrap())
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&value).unwrap()))
-                    .unwrap();
-                send.send_response(response);
-            }
-        });
-        Client::new(service, NS)
-    }
-}
+mod fake_api;
+use fake_api::{Fake, NS, ctx, namespace};
 
 fn world() -> Fake {
     let fake = Fake::default();
@@ -298,24 +47,6 @@ fn world() -> Fake {
         }),
     );
     fake
-}
-
-fn ctx(client: Client) -> Arc<Context> {
-    let reporter = Reporter {
-        controller: "turnpike-operator".into(),
-        instance: Some("test".into()),
-    };
-    Arc::new(Context::new(
-        client.clone(),
-        Recorder::new(client, reporter),
-        Arc::new(NoObserver),
-    ))
-}
-
-fn namespace() -> Arc<Namespace> {
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some(NS.into());
-    Arc::new(ns)
 }
 
 fn b64(v: &Value) -> String {
