@@ -10,8 +10,8 @@ use turnpike_api::{
     hash,
 };
 use turnpike_e2e::{
-    Process, Run, binary, eventually, install_crds, jsonpath, kubectl, kubectl_ok, namespace,
-    start_operator,
+    Process, Run, binary, curl, eventually, free_port, install_crds, jsonpath, kubectl, kubectl_ok,
+    namespace, start_operator, temp_dir, upstream,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -236,61 +236,6 @@ fn issue_list_rotate_revoke_describe() {
     for n in [&ns, &system] {
         kubectl_ok(&["delete", "namespace", n, "--wait=false"], None);
     }
-}
-
-/// (status, headers+body) of a curl request.
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
-/// An upstream answering 200 to everything.
-fn upstream() -> u16 {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let mut s = &stream;
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-                );
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("turnpike-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Component test of `usage --sidecar-url` (no cluster needed, only the workspace's

@@ -4,56 +4,14 @@
 //! real upstream on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    net::TcpListener,
-    path::Path,
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use turnpike_e2e::{
-    Process, binary, eventually, install_crds, jsonpath, kubectl_ok, namespace, start_operator,
+    Process, binary, curl, eventually, free_port, install_crds, jsonpath, kubectl_ok, namespace,
+    start_operator, temp_dir, upstream,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A minimal upstream: answers every request with 200 and the request line.
-fn upstream() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    return;
-                }
-                let mut header = String::new();
-                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                    header.clear();
-                }
-                let body = format!("upstream saw {}", line.trim());
-                let mut s = &stream;
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Writes the bundle objects the way a kubelet projects them into a volume: the files
 /// live in a timestamped directory, `..data` points at it, and each key is a symlink
@@ -77,22 +35,6 @@ fn project(ns: &str, target: &str, dir: &Path, generation: u32) {
             std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
         }
     }
-}
-
-/// (status, headers+body) of a curl request.
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 #[test]
@@ -121,7 +63,7 @@ fn the_sidecar_enforces_the_bundle_the_operator_wrote() {
             .then_some(())
     });
 
-    let dir = tempfile_dir();
+    let dir = temp_dir("bundle");
     project(&ns, "orders", &dir, 1);
     let up = upstream();
     let (listen, admin) = (free_port(), free_port());
@@ -215,11 +157,4 @@ fn the_sidecar_enforces_the_bundle_the_operator_wrote() {
     for n in [&ns, &system] {
         kubectl_ok(&["delete", "namespace", n, "--wait=false"], None);
     }
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("turnpike-e2e-bundle-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
