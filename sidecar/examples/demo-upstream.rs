@@ -37,6 +37,9 @@ async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Byt
         .unwrap_or_default())
 }
 
+const USAGE: &str = "Usage: demo-upstream [--listen ADDR]   (default 127.0.0.1:8080)\n\
+The demo's stand-in workload: answers every request with JSON saying what it received.";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -44,13 +47,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => listen = args.next().ok_or("--listen needs an address")?.parse()?,
-            other => return Err(format!("unknown argument {other}").into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
         }
     }
     let listener = TcpListener::bind(listen).await?;
     eprintln!("demo upstream listening on http://{listen}");
+    // As the first process of a container it must end on SIGTERM itself: the kernel
+    // ignores signals without a handler for PID 1.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
         tokio::spawn(async move {
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service_fn(answer))

@@ -1,0 +1,3 @@
+module turnpike.dev/tests/cluster/pause
+
+go 1.24.0
