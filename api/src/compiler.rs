@@ -466,11 +466,20 @@ fn check_access(p: &AccessPolicy) -> Result<AccessConfig, String> {
             })
         })
         .collect::<Result<_, String>>()?;
+    let https_redirect_exempt = s
+        .https_redirect_exempt
+        .iter()
+        .enumerate()
+        .map(|(i, m)| route(&format!("httpsRedirectExempt[{i}]"), m))
+        .collect::<Result<_, _>>()?;
     Ok(AccessConfig {
         credentials,
         public,
         rules,
         default_action: s.default_action,
+        security_headers: crate::security_headers::compile(s.security_headers.as_ref())?,
+        https_redirect: s.https_redirect,
+        https_redirect_exempt,
     })
 }
 
@@ -718,6 +727,7 @@ fn compile_key(
     }
     let mut entry = KeyEntry {
         name: key.name_any(),
+        uid: key.metadata.uid.clone(),
         owner: s.owner.clone(),
         secrets,
         scopes,

@@ -13,6 +13,7 @@ pub mod hash;
 pub mod manifest;
 pub mod pod;
 pub mod route;
+pub mod security_headers;
 pub mod shard;
 pub mod token;
 pub mod types;

@@ -328,6 +328,9 @@ fn access(name: &str, target: Option<&str>) -> AccessPolicy {
             public: vec![],
             rules: vec![],
             default_action: DefaultAction::Deny,
+            security_headers: None,
+            https_redirect: false,
+            https_redirect_exempt: vec![],
         },
     );
     p.metadata.namespace = Some("shop".into());

@@ -85,6 +85,9 @@ fn world(all_targets: bool) -> (Vec<ApiKey>, Vec<AccessPolicy>, BTreeMap<String,
                     public: vec![],
                     rules: vec![],
                     default_action: DefaultAction::AllowAuthenticated,
+                    security_headers: None,
+                    https_redirect: false,
+                    https_redirect_exempt: vec![],
                 },
             );
             p.meta_mut().uid = Some(format!("uid-p{t}"));

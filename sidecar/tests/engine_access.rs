@@ -293,3 +293,52 @@ fn cors_headers_on_actual_responses_and_refusals() {
     a.cors.unwrap().for_each(|n, v| h.push((n, v.to_string())));
     assert_eq!(h, vec![("vary", "Origin".to_string())]);
 }
+
+#[test]
+fn https_redirect_comes_before_the_credential() {
+    let engine = Engine::default();
+    let mut p = policy();
+    p.access.https_redirect = true;
+    p.access.https_redirect_exempt = vec![turnpike_api::bundle::RouteSpec {
+        methods: vec![],
+        path: "/status/**".into(),
+    }];
+    let bundle = compile(&keys(), &p);
+    let c = creds();
+    // Plain HTTP: the key is never looked at (not even a verification).
+    let before = verifications();
+    assert_eq!(
+        run(
+            &engine,
+            &bundle,
+            with_key(req("GET", "/orders/1"), c.billing.text()),
+            T0
+        ),
+        (308, "plain_http")
+    );
+    assert_eq!(verifications(), before);
+    assert_eq!(
+        run(&engine, &bundle, req("HEAD", "/orders/1"), T0),
+        (308, "plain_http")
+    );
+    for method in ["POST", "DELETE", "OPTIONS"] {
+        assert_eq!(
+            run(&engine, &bundle, req(method, "/orders/1"), T0),
+            (403, "plain_http"),
+            "{method}"
+        );
+    }
+    // The exemption is matched on the normalised path.
+    assert_eq!(
+        run(&engine, &bundle, req("GET", "/status/x"), T0),
+        (401, "missing_credential")
+    );
+    assert_eq!(
+        run(&engine, &bundle, req("GET", "/status/../orders/1"), T0),
+        (308, "plain_http")
+    );
+    // Over HTTPS the request goes on as usual.
+    let mut https = with_key(req("GET", "/orders/1"), c.billing.text());
+    https.https = true;
+    assert_eq!(status(&decide(&engine, &bundle, https, T0)), 200);
+}

@@ -52,14 +52,36 @@ fn kubectl_explain_shows_field_docs() {
     );
 }
 
+/// Deletes a namespace the test made, even when it fails (not waiting: the next test
+/// that needs the name waits for it to go).
+struct NamespaceGuard(&'static str);
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &[
+                "delete",
+                "namespace",
+                self.0,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs a cluster: scripts/e2e"]
 fn canonical_example_applies_as_written() {
     install_crds();
     let text =
         std::fs::read_to_string(repo_root().join("api/tests/fixtures/canonical.yaml")).unwrap();
-    // The example names namespace `shop`.
-    let _ = kubectl(&["create", "namespace", "shop"], None);
+    // The example names namespace `shop`; made here, so removed here (the quickstart
+    // creates its own `shop` later in the same cluster).
+    let _shop = kubectl(&["create", "namespace", "shop"], None)
+        .ok
+        .then_some(NamespaceGuard("shop"));
     kubectl_ok(&["apply", "-f", "-"], Some(&text));
     let out = kubectl_ok(&["get", "turnpike", "-n", "shop", "-o", "name"], None);
     for want in [

@@ -24,6 +24,7 @@ fn key_id(i: usize) -> KeyId {
 fn entry(i: usize) -> KeyEntry {
     let mut e = KeyEntry {
         name: format!("customer-{i:05}"),
+        uid: None,
         owner: Some(format!("team-{}@example.com", i % 7)),
         secrets: vec![SecretEntry {
             hash: PhcHash::parse(HASH).unwrap(),

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{PolicyStatus, RouteMatch, SCOPE_PATTERN, TargetRef};
+use super::headers::SecurityHeaders;
 
 /// Which credentials a target accepts, its public routes, and the scopes each route needs.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -54,6 +55,25 @@ pub struct AccessPolicySpec {
     /// default) or `AllowAuthenticated` (any valid key passes).
     #[serde(default)]
     pub default_action: DefaultAction,
+
+    /// Security headers on the target's answers. Absent: the OWASP defaults for APIs
+    /// (see `SecurityHeaders`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<SecurityHeaders>,
+
+    /// Refuse plain HTTP: a request that did not arrive over HTTPS (the sidecar's own
+    /// TLS, or `X-Forwarded-Proto: https` from a `--trusted-proxies` peer) gets 308 to
+    /// the `https://` URL for GET and HEAD, and 403 `https_required` for other methods
+    /// (a redirect would lose the body), before any credential is read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+
+    /// Routes still served over plain HTTP when `httpsRedirect` is on (an ACME
+    /// challenge, a health check from inside the cluster). Admin probes are on the
+    /// admin port and never redirected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub https_redirect_exempt: Vec<RouteMatch>,
 }
 
 fn default_credentials() -> Vec<CredentialSource> {

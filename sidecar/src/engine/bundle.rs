@@ -20,6 +20,7 @@ use super::keys::{Key, key_id_bits};
 use super::lockout::LockoutLimit;
 use super::routes::Route;
 use super::scope::Rule;
+use super::security::SecurityHeaders;
 use super::table::KeyIdHasher;
 
 /// Why a bundle pair cannot be enforced. Messages name the field, never a secret.
@@ -40,6 +41,12 @@ pub enum CompileError {
     #[error("{field}: rate, per and burst must all be greater than zero")]
     Bucket {
         /// Where the bucket is (`rateLimit.perKey`, `keys.<id>.rateLimit`).
+        field: String,
+    },
+    /// A security header name or value that is not valid HTTP.
+    #[error("{field}: not a valid header")]
+    Header {
+        /// Where the header is (`access.securityHeaders.set[0]`).
         field: String,
     },
     /// Two keys with the same id (cannot happen with a map; kept for hand-made input).
@@ -97,6 +104,10 @@ pub struct CompiledBundle {
     pub(crate) default_action: DefaultAction,
     pub(crate) limits: Limits,
     pub(crate) cors: Option<Cors>,
+    /// Security headers of the target's answers.
+    pub security_headers: SecurityHeaders,
+    pub(crate) https_redirect: bool,
+    pub(crate) https_exempt: Box<[Route]>,
 }
 
 fn limit(
@@ -160,6 +171,17 @@ impl CompiledBundle {
             })
             .collect::<Result<Box<[_]>, _>>()?;
 
+        let https_exempt = access
+            .https_redirect_exempt
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route(|| format!("access.httpsRedirectExempt[{i}].path"), r))
+            .collect::<Result<Box<[_]>, _>>()?;
+        let security_headers = match &access.security_headers {
+            Some(c) => SecurityHeaders::compile(c)?,
+            None => SecurityHeaders::defaults().clone(),
+        };
+
         let rl = &policy.rate_limit;
         let routes = rl
             .routes
@@ -202,6 +224,9 @@ impl CompiledBundle {
             default_action: access.default_action,
             limits,
             cors: policy.cors.as_ref().map(Cors::compile),
+            security_headers,
+            https_redirect: access.https_redirect,
+            https_exempt,
         })
     }
 

@@ -74,6 +74,9 @@ pub struct RequestFacts<'a> {
     pub access_control_request_method: HeaderValues<'a>,
     /// `Access-Control-Request-Headers` values.
     pub access_control_request_headers: HeaderValues<'a>,
+    /// The request arrived over HTTPS: the sidecar's own TLS, or
+    /// `X-Forwarded-Proto: https` from a trusted proxy.
+    pub https: bool,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -88,6 +91,7 @@ impl<'a> RequestFacts<'a> {
             origin: HeaderValues::Absent,
             access_control_request_method: HeaderValues::Absent,
             access_control_request_headers: HeaderValues::Absent,
+            https: false,
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod quota;
 pub mod refusal;
 pub mod routes;
 pub mod scope;
+pub mod security;
 pub mod table;
 
 use std::net::IpAddr;
@@ -64,6 +65,7 @@ pub use hygiene::HygieneLimits;
 pub use ip::{TrustedProxies, client_ip};
 pub use keys::{VerifyJob, VerifyOutcome, verify};
 pub use refusal::{Refusal, RefusalResponse};
+pub use security::SecurityHeaders;
 
 use abuse::{AbuseState, Answer};
 use buckets::Gcra;

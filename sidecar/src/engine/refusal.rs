@@ -54,6 +54,11 @@ impl TokenFault {
 /// Why the sidecar refuses a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// 308: `httpsRedirect` and a plain-HTTP GET or HEAD (the proxy adds `Location`).
+    HttpsRedirect,
+    /// 403: `httpsRedirect` and a plain-HTTP request of another method (a redirect
+    /// would lose its body).
+    HttpsRequired,
     /// 400: the path cannot be decided on (encoded separators, control characters...).
     InvalidPath(PathError),
     /// 400: two `X-API-Key` headers, two `Authorization` headers, or an `X-API-Key`
@@ -172,6 +177,12 @@ impl Refusal {
     pub const fn response(self) -> RefusalResponse {
         use Refusal::*;
         match self {
+            HttpsRedirect => {
+                row!(308, "https_redirect", "use https", "https_redirect", "plain_http", "https_redirect", www: false, retry: false, limit: false)
+            }
+            HttpsRequired => {
+                row!(403, "https_required", "this service requires https", "https_required", "plain_http", "https_required", www: false, retry: false, limit: false)
+            }
             InvalidPath(e) => {
                 row!(400, "invalid_request", "the request path is not acceptable", "invalid_request", e.as_str(), "invalid_path", www: false, retry: false, limit: false)
             }
@@ -245,7 +256,9 @@ impl Refusal {
     }
 
     /// Every metric label value a refusal can produce (for pre-registering series).
-    pub const METRIC_LABELS: [&'static str; 22] = [
+    pub const METRIC_LABELS: [&'static str; 24] = [
+        "https_redirect",
+        "https_required",
         "invalid_path",
         "conflicting_credentials",
         "missing_credential",
@@ -282,6 +295,8 @@ mod tests {
     fn all() -> Vec<Refusal> {
         use Refusal::*;
         vec![
+            HttpsRedirect,
+            HttpsRequired,
             InvalidPath(PathError::EncodedSlash),
             ConflictingCredentials,
             MissingCredential,
@@ -337,6 +352,8 @@ mod tests {
     fn status_codes() {
         use Refusal::*;
         let want = [
+            (HttpsRedirect, 308),
+            (HttpsRequired, 403),
             (InvalidPath(PathError::Control), 400),
             (ConflictingCredentials, 400),
             (UnknownKey, 401),

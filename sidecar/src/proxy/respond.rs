@@ -9,22 +9,24 @@ use super::body::ResponseBody;
 use super::headers;
 use crate::engine::cors::CorsHeaders;
 use crate::engine::refusal::{DEFAULT_RETRY_AFTER_SECS, Refusal, error_body};
-use crate::engine::{Preflight, RateHeaders, Refused};
+use crate::engine::{Preflight, RateHeaders, Refused, SecurityHeaders};
 
-/// What every answer of the sidecar is decorated with.
+/// What every answer of the sidecar is decorated with: the target's security header
+/// plan (none with `--disable-security-headers`) and whether the request arrived over
+/// HTTPS (HSTS).
 #[derive(Clone, Copy, Debug)]
-pub struct Decor {
-    /// Add security headers.
-    pub security_headers: bool,
-    /// Serving TLS (HSTS).
-    pub tls: bool,
+pub struct Decor<'a> {
+    /// The plan; `None`: no security headers.
+    pub plan: Option<&'a SecurityHeaders>,
+    /// The request arrived over HTTPS.
+    pub https: bool,
 }
 
-impl Decor {
+impl Decor<'_> {
     /// Security headers (unless disabled).
     pub fn apply(&self, h: &mut HeaderMap) {
-        if self.security_headers {
-            headers::security(h, self.tls);
+        if let Some(plan) = self.plan {
+            plan.apply(h, self.https);
         }
     }
 }
@@ -133,13 +135,13 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const CSP_NONE: HeaderValue =
     HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'");
 
-fn json(status: u16, body: &'static str, decor: Decor) -> Response<ResponseBody> {
+fn json(status: u16, body: &'static str, decor: Decor<'_>) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, JSON);
     h.insert(CACHE_CONTROL, NO_STORE);
-    if decor.security_headers {
+    if decor.plan.is_some() {
         h.insert(CONTENT_SECURITY_POLICY, CSP_NONE);
     }
     decor.apply(h);
@@ -155,10 +157,17 @@ fn rate_and_cors(h: &mut HeaderMap, rate: Option<&RateHeaders>, cors: Option<&Co
     }
 }
 
-/// The answer to an engine refusal.
-pub fn refused(r: &Refused<'_>, decor: Decor) -> Response<ResponseBody> {
+/// The answer to an engine refusal; `location` for a redirect.
+pub fn refused(
+    r: &Refused<'_>,
+    location: Option<HeaderValue>,
+    decor: Decor<'_>,
+) -> Response<ResponseBody> {
     let mut resp = json(r.response.status, r.response.body, decor);
     let h = resp.headers_mut();
+    if let Some(l) = location {
+        h.insert(http::header::LOCATION, l);
+    }
     if let Some(challenge) = r.www_authenticate {
         h.insert(
             http::header::WWW_AUTHENTICATE,
@@ -175,7 +184,7 @@ pub fn proxy_refusal(
     p: ProxyRefusal,
     rate: Option<&RateHeaders>,
     cors: Option<&CorsHeaders<'_>>,
-    decor: Decor,
+    decor: Decor<'_>,
 ) -> Response<ResponseBody> {
     let row = p.row();
     let mut resp = json(row.status, row.body, decor);
@@ -183,8 +192,17 @@ pub fn proxy_refusal(
     resp
 }
 
+/// A JSON answer from a row of the engine's table, without its extra headers.
+pub fn proxy_refusal_row(
+    status: u16,
+    body: &'static str,
+    decor: Decor<'_>,
+) -> Response<ResponseBody> {
+    json(status, body, decor)
+}
+
 /// 204 to an allowed CORS preflight.
-pub fn preflight(p: &Preflight<'_>, decor: Decor) -> Response<ResponseBody> {
+pub fn preflight(p: &Preflight<'_>, decor: Decor<'_>) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
@@ -194,7 +212,7 @@ pub fn preflight(p: &Preflight<'_>, decor: Decor) -> Response<ResponseBody> {
 }
 
 /// 503 while no valid bundle is loaded (fail closed).
-pub fn not_ready(decor: Decor) -> Response<ResponseBody> {
+pub fn not_ready(decor: Decor<'_>) -> Response<ResponseBody> {
     let row = Refusal::NotReady.response();
     let mut resp = json(row.status, row.body, decor);
     let rate = RateHeaders {
@@ -234,8 +252,8 @@ mod tests {
     #[test]
     fn not_ready_is_503_with_retry_after() {
         let r = not_ready(Decor {
-            security_headers: true,
-            tls: false,
+            plan: Some(SecurityHeaders::defaults()),
+            https: false,
         });
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");

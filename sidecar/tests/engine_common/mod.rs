@@ -88,6 +88,7 @@ pub fn bucket(rate: u32, per_secs: u64, burst: u32) -> Bucket {
 pub fn entry(name: &str, secrets: Vec<SecretEntry>, scopes: &[&str]) -> KeyEntry {
     let mut e = KeyEntry {
         name: name.into(),
+        uid: None,
         owner: Some(format!("team-{name}@example.com")),
         secrets,
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
@@ -183,6 +184,7 @@ pub fn policy() -> PolicyBundle {
                 },
             ],
             default_action: DefaultAction::Deny,
+            ..AccessConfig::default()
         },
         rate_limit: RateLimitConfig {
             mode: Mode::Enforce,

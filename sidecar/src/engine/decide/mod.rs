@@ -179,6 +179,9 @@ impl<'a> Ctx<'a> {
         //    proxy's (it sees the bytes); the path is decided here, first, because
         //    every later decision is about it.
         self.normalize_path()?;
+        //    `httpsRedirect`: plain HTTP is answered before anything reads a
+        //    credential, so one sent in clear text is never accepted.
+        self.https_only()?;
         // 2. CORS preflight: recognised before anything needs a credential (browsers
         //    never send one on a preflight), answered after the per-IP checks below,
         //    because a preflight is traffic too.
@@ -245,6 +248,23 @@ impl<'a> Ctx<'a> {
             }
             Err(e) => Err(Exit::Refuse(Refusal::InvalidPath(e), None)),
         }
+    }
+
+    fn https_only(&self) -> Flow<'a> {
+        let b = self.bundle;
+        if !b.https_redirect
+            || self.facts.https
+            || b.https_exempt
+                .iter()
+                .any(|r| r.matches(self.method, &self.path))
+        {
+            return Ok(());
+        }
+        let refusal = match self.method {
+            Some(Method::Get | Method::Head) => Refusal::HttpsRedirect,
+            _ => Refusal::HttpsRequired,
+        };
+        Err(Exit::Refuse(refusal, None))
     }
 
     fn recognise_preflight(&self) -> Option<Result<PreflightHeaders<'a>, Refusal>> {
