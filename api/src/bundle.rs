@@ -99,6 +99,10 @@ pub struct KeyBundle {
 pub struct KeyEntry {
     /// Name of the ApiKey resource (for audit records and Events).
     pub name: String,
+    /// UID of the ApiKey resource: the sidecar's Events name it in `regarding`, which
+    /// `kubectl describe apikey` matches on. Absent in local mode (no API server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     /// Owner text from the ApiKey.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
@@ -199,6 +203,44 @@ pub struct AccessConfig {
     pub rules: Vec<RuleSpec>,
     /// Authenticated requests matching no rule.
     pub default_action: DefaultAction,
+    /// Security headers; absent: [`SecurityHeadersConfig::owasp`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<SecurityHeadersConfig>,
+    /// Plain-HTTP requests get 308 (GET, HEAD) or 403 `https_required`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+    /// Routes exempt from `https_redirect`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub https_redirect_exempt: Vec<RouteSpec>,
+}
+
+/// The security headers of a target's answers, merged with the defaults and checked by
+/// the compiler ([`crate::security_headers`]). Names are lower-case.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityHeadersConfig {
+    /// Removed from the workload's answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    /// Set, replacing the workload's value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderSpec>,
+    /// Set where the workload did not set the header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_if_missing: Vec<HeaderSpec>,
+    /// The `Strict-Transport-Security` value, sent on requests that arrived over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<String>,
+}
+
+/// A header and its value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSpec {
+    /// Lower-case name.
+    pub name: String,
+    /// Value.
+    pub value: String,
 }
 
 impl Default for AccessConfig {
@@ -210,6 +252,9 @@ impl Default for AccessConfig {
             public: Vec::new(),
             rules: Vec::new(),
             default_action: DefaultAction::Deny,
+            security_headers: None,
+            https_redirect: false,
+            https_redirect_exempt: Vec::new(),
         }
     }
 }

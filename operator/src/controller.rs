@@ -32,17 +32,21 @@ pub async fn run(
     client: Client,
     identity: String,
     observer: Arc<dyn Observer>,
+    sidecar_rbac: crate::sidecar_rbac::Mode,
     shutdown: CancellationToken,
 ) {
     let reporter = Reporter {
         controller: "turnpike-operator".into(),
         instance: Some(identity),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Recorder::new(client.clone(), reporter),
-        observer,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            Recorder::new(client.clone(), reporter),
+            observer,
+        )
+        .with_sidecar_rbac(sidecar_rbac),
+    );
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let all = watcher::Config::default();
     Controller::new(Api::<Namespace>::all(client.clone()), all.clone())

@@ -12,4 +12,5 @@ pub mod material;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod sidecar_rbac;
 pub mod webhook;

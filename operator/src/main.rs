@@ -106,6 +106,27 @@ struct WebhookArgs {
     /// container with `restartPolicy: Always`), for clusters older than 1.29.
     #[arg(long, env = "TURNPIKE_PLAIN_SIDECAR")]
     plain_sidecar: bool,
+    /// Where injected sidecars read their bundle: `api` (watch the bundle objects; a
+    /// revocation arrives in about a second; the mounted volume is the fallback) or
+    /// `files` (the mounted volume only, no API access for the sidecar).
+    #[arg(
+        long,
+        env = "TURNPIKE_SIDECAR_BUNDLE_SOURCE",
+        value_enum,
+        default_value = "api"
+    )]
+    sidecar_bundle_source: SidecarBundleSourceArg,
+    /// With the API source, whom the operator binds the Role `turnpike-sidecar` of each
+    /// namespace with bundles to: `service-accounts` (every ServiceAccount of the
+    /// namespace) or `none` (the operator keeps the Role current; bind it to your
+    /// injected pods' ServiceAccounts yourself).
+    #[arg(
+        long,
+        env = "TURNPIKE_SIDECAR_ROLE_BINDING",
+        value_enum,
+        default_value = "service-accounts"
+    )]
+    sidecar_role_binding: SidecarRoleBindingArg,
     /// The sidecar's CPU request.
     #[arg(long, env = "TURNPIKE_SIDECAR_CPU_REQUEST", default_value = "50m")]
     sidecar_cpu_request: String,
@@ -132,6 +153,20 @@ struct WebhookArgs {
     sidecar_admin_port: u16,
 }
 
+/// `--sidecar-bundle-source`.
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum SidecarBundleSourceArg {
+    Api,
+    Files,
+}
+
+/// `--sidecar-role-binding`.
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum SidecarRoleBindingArg {
+    ServiceAccounts,
+    None,
+}
+
 /// `--webhook-failure-policy`.
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum FailurePolicyArg {
@@ -155,6 +190,19 @@ fn is_dns_subdomain(name: &str) -> bool {
 }
 
 impl WebhookArgs {
+    /// What the operator writes of the sidecars' RBAC: sidecars get an API token, and so
+    /// need their Role, only with the API source.
+    fn sidecar_rbac(&self) -> turnpike_operator::sidecar_rbac::Mode {
+        use turnpike_operator::sidecar_rbac::Mode;
+        match (self.sidecar_bundle_source, self.sidecar_role_binding) {
+            (SidecarBundleSourceArg::Files, _) => Mode::Off,
+            (SidecarBundleSourceArg::Api, SidecarRoleBindingArg::None) => Mode::RoleOnly,
+            (SidecarBundleSourceArg::Api, SidecarRoleBindingArg::ServiceAccounts) => {
+                Mode::RoleAndBinding
+            }
+        }
+    }
+
     /// The validated settings, or `None` when the webhook is disabled.
     fn settings(&self, namespace: &str) -> anyhow::Result<Option<webhook::Settings>> {
         if self.disable_webhook {
@@ -176,6 +224,10 @@ impl WebhookArgs {
         if self.plain_sidecar {
             injector.mode = webhook::config::SidecarMode::Plain;
         }
+        injector.bundle_source = match self.sidecar_bundle_source {
+            SidecarBundleSourceArg::Api => webhook::config::SidecarBundleSource::Api,
+            SidecarBundleSourceArg::Files => webhook::config::SidecarBundleSource::Files,
+        };
         injector.resources = webhook::config::SidecarResources::parse(
             &self.sidecar_cpu_request,
             &self.sidecar_memory_request,
@@ -350,6 +402,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| "turnpike-system".into());
     let identity = identity(args.identity);
     let webhook_settings = args.webhook.settings(&namespace)?;
+    let sidecar_rbac = args.webhook.sidecar_rbac();
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
 
@@ -406,6 +459,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             identity.clone(),
             observer,
+            sidecar_rbac,
             stop_controller.clone(),
         ));
         let registrar = injector

@@ -57,6 +57,10 @@ pub struct Context {
     pub failures: std::sync::Mutex<BTreeMap<String, u32>>,
     /// Most bytes of JSON per key Secret ([`SHARD_BUDGET`]).
     pub shard_budget: usize,
+    /// What to write of the sidecars' Role and RoleBinding ([`crate::sidecar_rbac`]):
+    /// nothing unless the injector gives sidecars an API token
+    /// (`--sidecar-bundle-source api`).
+    pub sidecar_rbac: crate::sidecar_rbac::Mode,
 }
 
 impl Context {
@@ -68,7 +72,15 @@ impl Context {
             observer,
             failures: std::sync::Mutex::new(BTreeMap::new()),
             shard_budget: SHARD_BUDGET,
+            sidecar_rbac: crate::sidecar_rbac::Mode::RoleAndBinding,
         }
+    }
+
+    /// The same context with another [`crate::sidecar_rbac::Mode`] (what it no longer
+    /// writes, it removes).
+    pub fn with_sidecar_rbac(mut self, mode: crate::sidecar_rbac::Mode) -> Self {
+        self.sidecar_rbac = mode;
+        self
     }
 
     /// The same context with another key-shard budget (tests shard a few keys with a
@@ -587,7 +599,22 @@ async fn reconcile_inner(ns_obj: &Namespace, ctx: &Context) -> Result<Action, Er
         now,
         shard_budget: ctx.shard_budget,
     });
+    // The sidecars' Role before the bundles, so a new target's (or shard's) sidecar is
+    // authorised by the time its objects exist; its removal after them, so running
+    // sidecars keep reading until their bundle is gone. A failure blocks no bundle write.
+    let rbac_targets = if ctx.sidecar_rbac == crate::sidecar_rbac::Mode::Off {
+        std::collections::BTreeSet::new()
+    } else {
+        bundle_targets(&loaded, &plan)
+    };
+    let rbac_first = !rbac_targets.is_empty();
+    if rbac_first {
+        sidecar_rbac(ctx, &ns, &rbac_targets, &mut failures).await;
+    }
     execute(ctx, &ns, &plan, &loaded, &mut failures).await;
+    if !rbac_first {
+        sidecar_rbac(ctx, &ns, &rbac_targets, &mut failures).await;
+    }
 
     let mut phases = [0u64; 4];
     for k in &loaded.api_keys {
@@ -637,6 +664,42 @@ async fn reconcile_inner(ns_obj: &Namespace, ctx: &Context) -> Result<Action, Er
         .map(|at| Duration::from_secs(u64::try_from(at - now.as_second()).unwrap_or(0).max(1)))
         .map_or(RESYNC, |d| d.min(RESYNC));
     Ok(Action::requeue(next))
+}
+
+async fn sidecar_rbac(
+    ctx: &Context,
+    ns: &str,
+    targets: &std::collections::BTreeSet<String>,
+    failures: &mut Vec<Error>,
+) {
+    match crate::sidecar_rbac::ensure(&ctx.client, ns, targets, ctx.sidecar_rbac).await {
+        Ok(crate::sidecar_rbac::Outcome::Written) => {
+            info!(
+                namespace = ns,
+                targets = targets.len(),
+                "sidecar Role and RoleBinding written"
+            );
+        }
+        Ok(crate::sidecar_rbac::Outcome::Removed) => {
+            info!(namespace = ns, "sidecar Role and RoleBinding removed");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(namespace = ns, error = %e, "sidecar Role step failed");
+            failures.push(e);
+        }
+    }
+}
+
+/// The targets that have a bundle once `plan` is carried out: those found plus those
+/// written, less those deleted.
+fn bundle_targets(loaded: &Loaded, plan: &Plan) -> std::collections::BTreeSet<String> {
+    let mut targets: std::collections::BTreeSet<String> = loaded.bundles.keys().cloned().collect();
+    targets.extend(plan.writes.iter().map(|w| w.target.clone()));
+    for t in &plan.deletes {
+        targets.remove(t);
+    }
+    targets
 }
 
 /// [`carry_out`] with the name of its ApiKey, for running several at once.

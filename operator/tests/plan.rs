@@ -68,6 +68,9 @@ fn access(name: &str, target: Option<&str>, created: i64) -> AccessPolicy {
             public: vec![],
             rules: vec![],
             default_action: DefaultAction::AllowAuthenticated,
+            security_headers: None,
+            https_redirect: false,
+            https_redirect_exempt: vec![],
         },
     );
     meta(&mut p, name, created);

@@ -72,6 +72,8 @@ async fn issuing_a_key_writes_exactly_the_expected_objects_and_a_second_pass_not
             "PATCH accesspolicies/orders/status",
             "PATCH apikeys/gen/status",
             "PATCH configmaps/turnpike-orders",
+            "PATCH rolebindings/turnpike-sidecar",
+            "PATCH roles/turnpike-sidecar",
             "PATCH secrets/gen-token",
             "PATCH secrets/turnpike-key-gen",
             "PATCH secrets/turnpike-orders",
@@ -436,7 +438,8 @@ async fn a_failed_shard_write_holds_the_primary_back_and_a_vanished_target_takes
     );
     assert_eq!(read_back(&fake, "orders").keys.len(), 30);
 
-    // Target gone: the primary first, then its shards.
+    // Target gone: the primary first, then its shards, then (no target left) the
+    // sidecars' binding and Role.
     fake.0
         .lock()
         .unwrap()
@@ -452,6 +455,8 @@ async fn a_failed_shard_write_holds_the_primary_back_and_a_vanished_target_takes
             "DELETE configmaps/turnpike-orders",
             "DELETE secrets/turnpike-orders.keys-1",
             "DELETE secrets/turnpike-orders.keys-2",
+            "DELETE rolebindings/turnpike-sidecar",
+            "DELETE roles/turnpike-sidecar",
         ]
     );
 }

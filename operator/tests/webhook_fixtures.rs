@@ -59,7 +59,21 @@ async fn injected_pods_have_the_contracted_shape() {
             "--admin-listen",
             "0.0.0.0:9901",
             "--admin-token-file",
-            "/var/run/turnpike/admin/token"
+            "/var/run/turnpike/admin/token",
+            "--bundle-source",
+            "api",
+            "--target",
+            "orders"
+        ])
+    );
+    // The downward API gives the sidecar its namespace (the default of --namespace),
+    // its pod name (reportingInstance of its Events) and UID.
+    assert_eq!(
+        c["env"],
+        json!([
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "TURNPIKE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "TURNPIKE_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
         ])
     );
     assert_eq!(
@@ -89,21 +103,21 @@ async fn injected_pods_have_the_contracted_shape() {
             "seccompProfile": {"type": "RuntimeDefault"}
         })
     );
-    // The bundle, the admin token, and an empty directory over the token path: no
-    // service-account token in the sidecar.
+    // The bundle, the admin token, and the sidecar's own projected ServiceAccount
+    // token over the token path (the API source watches the bundle and writes Events).
     assert_eq!(
         c["volumeMounts"],
         json!([
             {"name": "turnpike-bundle", "mountPath": "/etc/turnpike", "readOnly": true},
             {"name": "turnpike-admin-token", "mountPath": "/var/run/turnpike/admin", "readOnly": true},
-            {"name": "turnpike-no-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
+            {"name": "turnpike-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
         ])
     );
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
     assert_eq!(
         volumes.len(),
         6,
-        "cache, config, kube-api-access, bundle, admin token, no-token"
+        "cache, config, kube-api-access, bundle, admin token, turnpike-api-access"
     );
     // The bundle: the primary Secret and the ConfigMap (required), then every possible
     // key shard (optional, one named file each).
@@ -130,9 +144,13 @@ async fn injected_pods_have_the_contracted_shape() {
             "items": [{"key": "token", "path": "token"}],
         }})
     );
+    assert_eq!(volumes[5]["name"], "turnpike-api-access");
+    let token = &volumes[5]["projected"]["sources"];
+    assert_eq!(token[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(token[1]["configMap"]["name"], "kube-root-ca.crt");
     assert_eq!(
-        volumes[5],
-        json!({"name": "turnpike-no-token", "emptyDir": {"sizeLimit": "1Ki"}})
+        token[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
     );
     assert_eq!(
         pod["metadata"]["annotations"]["turnpike.dev/injected"],

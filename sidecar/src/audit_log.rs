@@ -53,6 +53,23 @@ impl fmt::Display for Resource<'_> {
     }
 }
 
+impl<'a> Resource<'a> {
+    /// `METHOD /path`, the path as [`Resource`]'s `Display` writes it (bounded,
+    /// escaped, tokens masked).
+    pub fn route(&self) -> impl fmt::Display + 'a {
+        Route(*self)
+    }
+}
+
+struct Route<'a>(Resource<'a>);
+
+impl fmt::Display for Route<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.0.method)?;
+        write_path(f, self.0.path)
+    }
+}
+
 /// Most path characters written.
 const MAX_PATH_CHARS: usize = 256;
 
@@ -120,7 +137,10 @@ fn action_of(event: &str) -> &'static str {
 /// Events written to the audit log. Plain rate-limit refusals and overload are
 /// counted in metrics only (they are load, not security events).
 pub fn is_audited(event: &str) -> bool {
-    !matches!(event, "rate_limited" | "overloaded" | "not_ready")
+    !matches!(
+        event,
+        "rate_limited" | "overloaded" | "not_ready" | "https_redirect" | "https_required"
+    )
 }
 
 #[derive(Debug, Default)]

@@ -28,6 +28,31 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Where the bundle comes from (`--bundle-source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BundleSource {
+    /// `--bundle-dir`, as the kubelet projects the bundle objects (or local mode with
+    /// `--manifests`).
+    Files,
+    /// Watch the bundle objects of `--target` in `--namespace` through the API server;
+    /// `--bundle-dir`, when given, serves at start-up and as the fallback.
+    Api,
+}
+
+/// Where sidecar Events go (`--events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventsMode {
+    /// The API server when a client configuration is found (in-cluster or
+    /// `KUBECONFIG`) and not in local mode, else audit lines.
+    Auto,
+    /// The API server (start fails without a client configuration).
+    Api,
+    /// Audit lines only.
+    Log,
+    /// None.
+    Off,
+}
+
 fn hygiene() -> HygieneLimits {
     HygieneLimits::default()
 }
@@ -61,15 +86,46 @@ pub struct Args {
     #[arg(long, env = "TURNPIKE_MANIFESTS", value_name = "DIR")]
     pub manifests: Option<PathBuf>,
 
-    /// Local mode: the target whose bundle is enforced.
+    /// Where the bundle comes from: `files` (`--bundle-dir`, or `--manifests` in local
+    /// mode) or `api` (watch Secret(s) and ConfigMap `turnpike-<target>` of
+    /// `--target` in `--namespace`; `--bundle-dir`, when given, is read at start-up
+    /// and followed until the API has delivered a bundle).
+    #[arg(
+        long,
+        env = "TURNPIKE_BUNDLE_SOURCE",
+        value_enum,
+        default_value = "files"
+    )]
+    pub bundle_source: BundleSource,
+
+    /// The target whose bundle is enforced (local mode and `--bundle-source api`).
     #[arg(long, env = "TURNPIKE_TARGET", value_name = "NAME")]
     pub target: Option<String>,
 
-    /// Local mode: the namespace of the manifests; resources of other namespaces are
-    /// ignored, resources without one count as in it. Default: the one namespace the
-    /// manifests name, or `default` when they name none.
+    /// With `--bundle-source api`: the namespace of the bundle objects (default
+    /// `$POD_NAMESPACE`). Local mode: the namespace of the manifests; resources of
+    /// other namespaces are ignored, resources without one count as in it (default:
+    /// the one namespace the manifests name, or `default` when they name none).
     #[arg(long, env = "TURNPIKE_NAMESPACE", value_name = "NS")]
     pub namespace: Option<String>,
+
+    /// The pod's name: `reportingInstance` of the sidecar's Events (default
+    /// `$POD_NAME`, else `$HOSTNAME`).
+    #[arg(long, env = "TURNPIKE_POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
+
+    /// The pod's UID, so Events regarding the pod show in `kubectl describe pod`.
+    #[arg(long, env = "TURNPIKE_POD_UID", value_name = "UID")]
+    pub pod_uid: Option<String>,
+
+    /// Where sidecar Events (LockoutTriggered, QuotaExhausted, RevokedKeyUsed,
+    /// ExpiredKeyUsed, ScopeDenied, AbuseCooldown) go.
+    #[arg(long, env = "TURNPIKE_EVENTS", value_enum, default_value = "auto")]
+    pub events: EventsMode,
+
+    /// Least time between two writes of one Event's series count.
+    #[arg(long, env = "TURNPIKE_EVENT_SERIES_INTERVAL", default_value = "30s")]
+    pub event_series_interval: Duration,
 
     /// How often the bundle source is checked for changes.
     #[arg(long, env = "TURNPIKE_RELOAD_INTERVAL", default_value = "1s")]
@@ -164,8 +220,8 @@ pub struct Args {
     #[arg(long, env = "TURNPIKE_KEY_CACHE_TTL", default_value = "5m")]
     pub key_cache_ttl: Duration,
 
-    /// Do not add security headers (`X-Content-Type-Options`, `X-Frame-Options`,
-    /// `Referrer-Policy`, `X-Permitted-Cross-Domain-Policies`, HSTS under TLS).
+    /// Do not touch security headers at all, whatever the AccessPolicy's
+    /// `securityHeaders` says (no defaults, no removals, no HSTS).
     #[arg(long, env = "TURNPIKE_DISABLE_SECURITY_HEADERS")]
     pub disable_security_headers: bool,
 
@@ -248,6 +304,12 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Bundle source.
     pub source: Source,
+    /// Where Events go.
+    pub events: EventsMode,
+    /// Least time between two writes of one Event's series.
+    pub event_series_interval: StdDuration,
+    /// The pod (Events).
+    pub pod: crate::events::kube::PodRef,
     /// Reload poll period.
     pub reload_interval: StdDuration,
     /// Trusted proxies.
@@ -393,7 +455,74 @@ impl Config {
     /// # Errors
     /// The first problem found, naming the flag.
     pub fn from_args(args: Args, env_admin_token: Option<String>) -> Result<Config, ConfigError> {
-        let source = match (args.bundle_dir, args.manifests, args.target) {
+        if let Some(ns) = &args.namespace {
+            turnpike_api::validate::target(ns).map_err(|message| ConfigError::Name {
+                flag: "namespace",
+                message: message.replacen("target", "namespace", 1),
+            })?;
+        }
+        let source = if args.bundle_source == BundleSource::Api {
+            if args.manifests.is_some() {
+                return Err(ConfigError::LocalMode(
+                    "--manifests is local mode; it cannot be combined with --bundle-source api",
+                ));
+            }
+            let target = args.target.clone().ok_or(ConfigError::LocalMode(
+                "--bundle-source api needs --target NAME: the target whose bundle objects to watch",
+            ))?;
+            turnpike_api::validate::target(&target).map_err(|message| ConfigError::Name {
+                flag: "target",
+                message,
+            })?;
+            let namespace = args
+                .namespace
+                .clone()
+                .or_else(|| {
+                    std::env::var("POD_NAMESPACE")
+                        .ok()
+                        .filter(|n| !n.is_empty())
+                })
+                .ok_or(ConfigError::LocalMode(
+                    "--bundle-source api needs --namespace NS (or $POD_NAMESPACE)",
+                ))?;
+            turnpike_api::validate::target(&namespace).map_err(|message| ConfigError::Name {
+                flag: "namespace",
+                message: message.replacen("target", "namespace", 1),
+            })?;
+            Source::Api {
+                namespace,
+                target,
+                fallback_dir: args.bundle_dir.clone(),
+            }
+        } else {
+            Self::files_source(&args)?
+        };
+        let pod_name = args
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "turnpike-sidecar".into());
+        let pod = crate::events::kube::PodRef {
+            name: pod_name,
+            uid: args.pod_uid.clone().filter(|u| !u.is_empty()),
+        };
+        let event_series_interval = positive("event-series-interval", args.event_series_interval)?;
+        let events = args.events;
+        let mut config = Self::rest(args, source, env_admin_token)?;
+        config.events = events;
+        config.event_series_interval = event_series_interval;
+        config.pod = pod;
+        Ok(config)
+    }
+
+    fn files_source(args: &Args) -> Result<Source, ConfigError> {
+        let source = match (
+            args.bundle_dir.clone(),
+            args.manifests.clone(),
+            args.target.clone(),
+        ) {
             (Some(dir), None, None) => Source::Dir(dir),
             (Some(_), None, Some(_)) => {
                 return Err(ConfigError::LocalMode(
@@ -414,7 +543,7 @@ impl Config {
                 Source::Manifests {
                     dir,
                     target,
-                    namespace: args.namespace,
+                    namespace: args.namespace.clone(),
                 }
             }
             (None, Some(_), None) => {
@@ -424,7 +553,15 @@ impl Config {
             }
             _ => return Err(ConfigError::Source),
         };
+        Ok(source)
+    }
 
+    /// Everything but the bundle source and the Events settings.
+    fn rest(
+        args: Args,
+        source: Source,
+        env_admin_token: Option<String>,
+    ) -> Result<Config, ConfigError> {
         let admin_token = match (&args.admin_token_file, env_admin_token) {
             (Some(path), _) => check_token_file(path)?,
             (None, Some(t)) if t.trim().is_empty() => return Err(ConfigError::EmptyAdminTokenEnv),
@@ -477,6 +614,12 @@ impl Config {
             upstream: parse_upstream(&args.upstream)?,
             admin_listen: args.admin_listen,
             source,
+            events: EventsMode::Auto,
+            event_series_interval: StdDuration::from_secs(30),
+            pod: crate::events::kube::PodRef {
+                name: "turnpike-sidecar".into(),
+                uid: None,
+            },
             reload_interval: positive("reload-interval", args.reload_interval)?,
             trusted_proxies: TrustedProxies::parse_list(&args.trusted_proxies)?,
             admin_token,
@@ -504,6 +647,47 @@ mod tests {
         argv.extend_from_slice(args);
         let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
         Config::from_args(args, None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn api_source_needs_a_target_and_a_namespace() {
+        let c = parse(&[
+            "--bundle-source",
+            "api",
+            "--target",
+            "orders",
+            "--namespace",
+            "shop",
+            "--bundle-dir",
+            "/b",
+            "--pod-name",
+            "orders-1",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.source,
+            Source::Api {
+                namespace: "shop".into(),
+                target: "orders".into(),
+                fallback_dir: Some("/b".into()),
+            }
+        );
+        assert_eq!(c.pod.name, "orders-1");
+        assert_eq!(c.events, EventsMode::Auto);
+        let e = parse(&["--bundle-source", "api", "--namespace", "shop"]).unwrap_err();
+        assert!(e.contains("--target"), "{e}");
+        let e = parse(&[
+            "--bundle-source",
+            "api",
+            "--target",
+            "orders",
+            "--manifests",
+            "/m",
+            "--namespace",
+            "shop",
+        ])
+        .unwrap_err();
+        assert!(e.contains("local mode"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,20 @@ pub struct EventLabels {
     pub event: &'static str,
 }
 
+/// Why an Event was dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    /// `queue_full`, `table_full`, `api_error`, `rate_limited`.
+    pub reason: &'static str,
+}
+
+/// What an Event write did.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `create`, `patch` (API server) or `log` (local mode).
+    pub op: &'static str,
+}
+
 /// The loaded bundle.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BundleLabels {
@@ -123,6 +137,12 @@ pub struct Metrics {
     pub bundle_reload_failures: Counter,
     /// Audit lines dropped by the audit rate limit.
     pub audit_suppressed: Family<EventLabels, Counter>,
+    /// Events dropped (`turnpike_events_dropped_total`, the name DESIGN.md fixes).
+    pub events_dropped: Family<DroppedLabels, Counter>,
+    /// Event writes done.
+    pub event_writes: Family<WriteLabels, Counter>,
+    /// Metrics whose names DESIGN.md fixes without the `turnpike_sidecar_` prefix.
+    unprefixed: Registry,
     bundle_lock: Mutex<()>,
 }
 
@@ -156,6 +176,9 @@ impl Metrics {
             bundle_reloads: Counter::default(),
             bundle_reload_failures: Counter::default(),
             audit_suppressed: Family::default(),
+            events_dropped: Family::default(),
+            event_writes: Family::default(),
+            unprefixed: Registry::default(),
             bundle_lock: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -258,7 +281,37 @@ impl Metrics {
             "Audit lines dropped by the audit rate limit",
             m.audit_suppressed.clone(),
         );
-        Self { registry, ..m }
+        r.register(
+            "event_writes",
+            "Kubernetes Event writes (create, patch; log in local mode)",
+            m.event_writes.clone(),
+        );
+        let mut unprefixed = Registry::default();
+        unprefixed.register(
+            "turnpike_events_dropped",
+            "Sidecar Events dropped rather than delaying a request (queue full, table full, API error, rate limited)",
+            m.events_dropped.clone(),
+        );
+        for reason in ["queue_full", "table_full", "api_error", "rate_limited"] {
+            let _ = m.events_dropped.get_or_create(&DroppedLabels { reason });
+        }
+        Self {
+            registry,
+            unprefixed,
+            ..m
+        }
+    }
+
+    /// Counts a dropped Event.
+    pub fn event_dropped(&self, d: crate::events::Dropped) {
+        self.events_dropped
+            .get_or_create(&DroppedLabels { reason: d.as_str() })
+            .inc();
+    }
+
+    /// Counts an Event write.
+    pub fn event_written(&self, op: &'static str) {
+        self.event_writes.get_or_create(&WriteLabels { op }).inc();
     }
 
     /// Counts a request.
@@ -288,7 +341,10 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.unprefixed);
+        let _ = encode_eof(&mut out);
         out
     }
 }

@@ -26,11 +26,15 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::audit_log::AuditLog;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, EventsMode};
 use crate::engine::{Engine, EngineConfig};
+use crate::events::{self, EventRecorder, Sink};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::source::{BundleStore, Reloader};
+use crate::source::{BundleStore, Reloader, Source};
+
+/// Timeout of one Event write.
+const EVENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often idle counters are swept and suppressed audit lines reported.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
@@ -46,15 +50,92 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(BundleStore::new());
     let shutdown = CancellationToken::new();
 
+    // The kube client, when the API source or Events need one.
+    let local = matches!(config.source, Source::Manifests { .. });
+    let api_source = matches!(config.source, Source::Api { .. });
+    let wants_client = api_source
+        || config.events == EventsMode::Api
+        || (config.events == EventsMode::Auto && !local);
+    let client = if wants_client {
+        match crate::watch::client().await {
+            Ok(c) => Some(c),
+            Err(e) if api_source || config.events == EventsMode::Api => {
+                return Err(anyhow::Error::new(e)
+                    .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)"));
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "no Kubernetes client configuration; Events are written as audit lines");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     // The first load happens before serving, so the first requests need not fail.
-    let mut reloader = Reloader::new(
-        config.source.clone(),
-        Arc::clone(&store),
-        Arc::clone(&metrics),
-        Arc::clone(&audit),
-    );
-    reloader.poll();
-    spawn_reloader(reloader, config.reload_interval, shutdown.clone())?;
+    // The API source reads its mounted fallback the same way until the API delivers.
+    let mounted = match &config.source {
+        Source::Api { fallback_dir, .. } => fallback_dir.is_some(),
+        _ => true,
+    };
+    if mounted {
+        let mut reloader = Reloader::new(
+            config.source.clone(),
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            Arc::clone(&audit),
+        );
+        reloader.poll();
+        spawn_reloader(reloader, config.reload_interval, shutdown.clone())?;
+    }
+    if let (
+        Source::Api {
+            namespace, target, ..
+        },
+        Some(client),
+    ) = (&config.source, &client)
+    {
+        tokio::spawn(crate::watch::run(
+            client.clone(),
+            crate::watch::Target {
+                namespace: namespace.clone(),
+                target: target.clone(),
+            },
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            Arc::clone(&audit),
+            shutdown.clone(),
+        ));
+    }
+
+    // Events: stopped after the requests in flight are drained, then flushed.
+    let events_stop = CancellationToken::new();
+    let sink = match (config.events, &client) {
+        (EventsMode::Off, _) => None,
+        (EventsMode::Log, _) | (EventsMode::Auto, None) => Some(Sink::Audit),
+        (EventsMode::Auto, Some(_)) if local => Some(Sink::Audit),
+        (_, Some(client)) => Some(Sink::Kube(events::kube::KubeWriter::new(
+            client.clone(),
+            config.pod.clone(),
+            EVENT_WRITE_TIMEOUT,
+        ))),
+        (EventsMode::Api, None) => None,
+    };
+    let (recorder, events_task) = match sink {
+        Some(sink) => {
+            let (r, h) = events::spawn(
+                sink,
+                events::Settings {
+                    series_interval: config.event_series_interval,
+                },
+                clock,
+                Arc::clone(&metrics),
+                events_stop.clone(),
+            );
+            (r, Some(h))
+        }
+        None => (EventRecorder::disabled(Arc::clone(&metrics)), None),
+    };
 
     let engine = Engine::new(EngineConfig {
         cache_ttl_ms: u64::try_from(config.key_cache_ttl.as_millis()).unwrap_or(u64::MAX),
@@ -62,15 +143,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ..EngineConfig::default()
     });
     let tasks = TaskTracker::new();
-    let proxy = Arc::new(Proxy::new(
-        &config,
-        engine,
-        Arc::clone(&store),
-        clock,
-        Arc::clone(&metrics),
-        Arc::clone(&audit),
-        tasks.clone(),
-    ));
+    let proxy = Arc::new(
+        Proxy::new(
+            &config,
+            engine,
+            Arc::clone(&store),
+            clock,
+            Arc::clone(&metrics),
+            Arc::clone(&audit),
+            tasks.clone(),
+        )
+        .with_events(recorder),
+    );
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -131,6 +215,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("drained");
     }
     audit.flush_suppressed();
+    events_stop.cancel();
+    if let Some(h) = events_task {
+        let _ = tokio::time::timeout(Duration::from_secs(6), h).await;
+    }
     admin_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
     Ok(())
@@ -248,6 +336,8 @@ async fn serve<I>(
         let proxy = Arc::clone(&proxy);
         async move { Ok::<_, Infallible>(proxy.handle(peer, req).await) }
     });
+    // HTTP/1 framing is checked on the bytes before hyper parses them (smuggling).
+    let io = crate::proxy::framing::Guarded::new(io);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {

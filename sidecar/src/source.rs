@@ -43,6 +43,17 @@ use crate::metrics::Metrics;
 pub enum Source {
     /// A mounted bundle directory.
     Dir(PathBuf),
+    /// The Kubernetes API (`--bundle-source api`, see [`crate::watch`]): the target's
+    /// Secret(s) and ConfigMap, watched by name. A mounted directory, when given, is
+    /// read at start-up and followed until the API has delivered a valid bundle.
+    Api {
+        /// Namespace of the bundle objects.
+        namespace: String,
+        /// Target name.
+        target: String,
+        /// The mounted bundle, for start-up and as the fallback.
+        fallback_dir: Option<PathBuf>,
+    },
     /// Local mode.
     Manifests {
         /// Directory of `*.yaml` / `*.yml` files.
@@ -59,6 +70,9 @@ impl Source {
     fn describe(&self) -> String {
         match self {
             Source::Dir(d) => format!("bundle dir {}", d.display()),
+            Source::Api {
+                namespace, target, ..
+            } => format!("API {namespace}/{}", bundle::object_name(target)),
             Source::Manifests { dir, .. } => format!("manifests {}", dir.display()),
         }
     }
@@ -87,6 +101,22 @@ pub enum LoadError {
     /// A manifest is not valid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The objects name another namespace or target than the sidecar enforces.
+    #[error("bundle is for {found}, this sidecar enforces {expected}")]
+    WrongTarget {
+        /// `namespace/target` the sidecar enforces.
+        expected: String,
+        /// `namespace/target` the bundle names.
+        found: String,
+    },
+    /// A bundle object is missing a data key, or the API server could not be asked.
+    #[error("{object}: {message}")]
+    Object {
+        /// `Secret/name` or `ConfigMap/name`.
+        object: String,
+        /// What is wrong (never a value).
+        message: String,
+    },
 }
 
 /// Readiness as `/readyz` shows it.
@@ -105,6 +135,8 @@ pub struct Status {
 pub struct BundleStore {
     current: ArcSwapOption<CompiledBundle>,
     status: Mutex<Status>,
+    /// The API source has installed a bundle: the mounted fallback stops installing.
+    api_delivered: std::sync::atomic::AtomicBool,
 }
 
 impl BundleStore {
@@ -148,7 +180,19 @@ impl BundleStore {
         self.status_mut().shutting_down = true;
     }
 
-    fn install(&self, bundle: CompiledBundle) -> String {
+    /// The API source has delivered a bundle.
+    pub fn api_delivered(&self) -> bool {
+        self.api_delivered
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the API source as the one in force.
+    pub(crate) fn set_api_delivered(&self) {
+        self.api_delivered
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn install(&self, bundle: CompiledBundle) -> String {
         let description = format!(
             "{}/{} keys={} policy={}",
             bundle.namespace,
@@ -163,7 +207,7 @@ impl BundleStore {
         description
     }
 
-    fn fail(&self, error: String) {
+    pub(crate) fn fail(&self, error: String) {
         self.status_mut().last_error = Some(error);
     }
 }
@@ -212,8 +256,12 @@ impl Reloader {
     }
 
     /// Checks the source once; reloads when it changed. Blocking file I/O: call it
-    /// from a blocking thread.
+    /// from a blocking thread. A mounted fallback of the API source stops once the
+    /// API has delivered a bundle.
     pub fn poll(&mut self) {
+        if matches!(self.source, Source::Api { .. }) && self.store.api_delivered() {
+            return;
+        }
         let (digest, snapshot) = match self.fingerprint() {
             Ok(v) => v,
             Err(e) => {
@@ -259,6 +307,9 @@ impl Reloader {
             Source::Manifests {
                 target, namespace, ..
             } => format!("{}/{target}", namespace.as_deref().unwrap_or("-")),
+            Source::Api {
+                namespace, target, ..
+            } => format!("{namespace}/{target}"),
             Source::Dir(_) => self
                 .store
                 .current()
@@ -272,7 +323,17 @@ impl Reloader {
 
     fn fingerprint(&self) -> Result<([u8; 32], Snapshot), LoadError> {
         match &self.source {
-            Source::Dir(dir) => {
+            Source::Api {
+                fallback_dir: None, ..
+            } => Err(LoadError::Read {
+                file: "-".into(),
+                message: "no mounted bundle".into(),
+            }),
+            Source::Dir(dir)
+            | Source::Api {
+                fallback_dir: Some(dir),
+                ..
+            } => {
                 let keys = read(dir, KEYS_FILE)?;
                 let policy = read(dir, POLICY_FILE)?;
                 let mut h = Sha256::new();
@@ -317,10 +378,16 @@ impl Reloader {
 
     fn load(&self, snapshot: Snapshot) -> Result<CompiledBundle, LoadError> {
         match (snapshot, &self.source) {
-            (Snapshot::Dir { dir, keys, policy }, _) => {
+            (Snapshot::Dir { dir, keys, policy }, source) => {
                 let keys: KeyBundle = bundle::parse(&utf8(KEYS_FILE, keys)?)?;
                 let keys = merge_shards(&dir, keys)?;
                 let policy: PolicyBundle = bundle::parse(&utf8(POLICY_FILE, policy)?)?;
+                if let Source::Api {
+                    namespace, target, ..
+                } = source
+                {
+                    check_target(&keys, namespace, target)?;
+                }
                 bundle::check_pair(&keys, &policy)?;
                 Ok(CompiledBundle::compile(&keys, &policy)?)
             }
@@ -335,12 +402,45 @@ impl Reloader {
                 let (keys, policy) = compile_local(dir, target, namespace.as_deref())?;
                 Ok(CompiledBundle::compile(&keys, &policy)?)
             }
-            (Snapshot::Manifests, Source::Dir(_)) => Err(LoadError::Read {
+            (Snapshot::Manifests, Source::Dir(_) | Source::Api { .. }) => Err(LoadError::Read {
                 file: "-".into(),
                 message: "source changed kind".into(),
             }),
         }
     }
+}
+
+/// Refuses a bundle of another namespace or target than `namespace`/`target`.
+pub(crate) fn check_target(
+    keys: &KeyBundle,
+    namespace: &str,
+    target: &str,
+) -> Result<(), LoadError> {
+    if keys.namespace != namespace || keys.target != target {
+        return Err(LoadError::WrongTarget {
+            expected: format!("{namespace}/{target}"),
+            found: format!("{}/{}", keys.namespace, keys.target),
+        });
+    }
+    Ok(())
+}
+
+/// The API source's validation, the same as the directory's: `keys.json` text, the
+/// texts of the shards it lists (file name -> text; a missing one is reported as
+/// missing) and `policy.json` text, for `namespace`/`target`.
+pub(crate) fn compile_texts(
+    keys: &str,
+    shards: &BTreeMap<String, String>,
+    policy: &str,
+    namespace: &str,
+    target: &str,
+) -> Result<CompiledBundle, LoadError> {
+    let keys: KeyBundle = bundle::parse(keys)?;
+    check_target(&keys, namespace, target)?;
+    let keys = shard::merge(keys, shards)?;
+    let policy: PolicyBundle = bundle::parse(policy)?;
+    bundle::check_pair(&keys, &policy)?;
+    Ok(CompiledBundle::compile(&keys, &policy)?)
 }
 
 /// Reads the shards `keys` lists (names checked first, so a bundle never picks a path)

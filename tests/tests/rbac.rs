@@ -6,14 +6,25 @@
 //! ServiceAccount, groups included). It must do its whole job (key issued, bundle
 //! written, Events, Lease, webhook registered and injecting) without one refusal, and
 //! the ServiceAccount must be refused what it has no reason to do.
+//!
+//! The sidecars' side, with the Role and RoleBinding `turnpike-sidecar` that this
+//! operator (so within its own RBAC: the API server refuses a Role granting more than
+//! its author holds) writes next to the bundle: a ServiceAccount of the namespace may
+//! get/list/watch exactly the target's bundle objects and create/patch Events, nothing
+//! else (checked with `kubectl auth can-i --as`); and the real sidecar binary,
+//! impersonating that ServiceAccount, loads its bundle through the watch (list and
+//! watch with the `metadata.name` field selector that `resourceNames` needs), follows
+//! a revocation, and writes and patches its Events, without one refusal. When the
+//! namespace's last target goes, the operator removes the Role and RoleBinding.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use serde_json::Value;
 use turnpike_e2e::{
-    can_i, events_for, eventually, install_crds, jsonpath, kubeconfig_as, kubectl, kubectl_ok,
-    namespace, repo_root, service_account_user, start_operator_with_env,
+    Process, binary, can_i, curl, events_for, eventually, install_crds, jsonpath, kubeconfig_as,
+    kubectl, kubectl_ok, namespace, repo_root, service_account_user, start_operator_with_env,
+    upstream,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -65,7 +76,7 @@ fn free_port() -> u16 {
 
 fn pod_yaml(ns: &str, name: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{app.kubernetes.io/name: orders}}\nspec:\n  containers:\n  - name: app\n    image: registry.example.com/app:1.0\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{app.kubernetes.io/name: orders}}\nspec:\n  containers:\n  - name: app\n    image: registry.example.com/app:1.0\n    imagePullPolicy: Never\n"
     )
 }
 
@@ -128,7 +139,7 @@ fn the_operator_does_its_job_with_exactly_its_rbac() {
     kubectl_ok(
         &["apply", "-f", "-"],
         Some(&format!(
-            "apiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: gen, namespace: {ns}}}\nspec: {{targets: [orders], scopes: ['orders:read']}}\n---\napiVersion: turnpike.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: orders, namespace: {ns}}}\nspec:\n  targetRef: {{name: orders}}\n  rules: [{{match: {{methods: [GET], path: '/orders/**'}}, scopes: ['orders:read']}}]\n"
+            "apiVersion: turnpike.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: gen, namespace: {ns}}}\nspec: {{targets: [orders], scopes: ['orders:read']}}\n---\napiVersion: turnpike.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: orders, namespace: {ns}}}\nspec:\n  targetRef: {{name: orders}}\n  rules: [{{match: {{methods: [GET], path: '/orders/**'}}, scopes: ['orders:read']}}, {{match: {{methods: [GET], path: '/admin/**'}}, scopes: ['admin']}}]\n"
         )),
     );
     eventually("ApiKey gen to become Active", WAIT, || {
@@ -155,6 +166,8 @@ fn the_operator_does_its_job_with_exactly_its_rbac() {
             .any(|(reason, _)| reason == "KeyIssued")
             .then_some(())
     });
+
+    the_sidecar_may_do_its_job_and_nothing_else(&ns, &op);
 
     // The webhook: certificate Secret written, configuration registered with its CA.
     let want_url = format!("{url}/mutate-pods");
@@ -246,6 +259,9 @@ fn the_operator_does_its_job_with_exactly_its_rbac() {
             &[],
         ),
         ("create", "secrets", &["-n", &ns]),
+        ("create", "rolebindings", &["-n", &ns]),
+        ("patch", "roles/turnpike-sidecar", &["-n", &ns]),
+        ("delete", "rolebindings/turnpike-sidecar", &["-n", &ns]),
     ];
     for (verb, resource, more) in granted {
         assert!(
@@ -294,8 +310,14 @@ fn the_operator_does_its_job_with_exactly_its_rbac() {
         ("get", "mutatingwebhookconfigurations/someone-elses", &[]),
         ("create", "validatingwebhookconfigurations", &[]),
         // No privilege escalation through RBAC.
+        // Roles and RoleBindings: it creates them (the sidecars' `turnpike-sidecar`) but
+        // changes or deletes no other, and may neither escalate nor bind beyond what it
+        // holds.
         ("create", "clusterrolebindings", &[]),
-        ("create", "rolebindings", &["-n", other_ns]),
+        ("patch", "rolebindings/someone-elses", &["-n", other_ns]),
+        ("delete", "roles/someone-elses", &["-n", other_ns]),
+        ("escalate", "roles", &["-n", other_ns]),
+        ("bind", "roles", &["-n", other_ns]),
         ("escalate", "clusterroles", &[]),
         ("bind", "clusterroles", &[]),
         ("impersonate", "users", &[]),
@@ -349,4 +371,249 @@ fn the_operator_does_its_job_with_exactly_its_rbac() {
     );
     assert!(!kubectl(&["get", "namespace", &missing], None).ok);
     drop(cleanup);
+}
+
+/// Sidecar Events of `ns`: (reason, series count).
+fn sidecar_events(ns: &str) -> Vec<(String, u64)> {
+    let run = kubectl(
+        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
+        None,
+    );
+    let v: Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reportingController"] == "turnpike.dev/sidecar")
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_string(),
+                e["series"]["count"].as_u64().unwrap_or(1),
+            )
+        })
+        .collect()
+}
+
+/// The Role the operator wrote for the sidecars of `ns` (target `orders`), proven on
+/// the real authorizer and by the real sidecar acting as a ServiceAccount of `ns`.
+fn the_sidecar_may_do_its_job_and_nothing_else(ns: &str, op: &Process) {
+    eventually("Role and RoleBinding turnpike-sidecar", WAIT, || {
+        let role = jsonpath("role", ns, "turnpike-sidecar", "{.rules[0].resourceNames}");
+        let subject = jsonpath("rolebinding", ns, "turnpike-sidecar", "{.subjects[0].name}");
+        (role.contains("\"turnpike-orders\"") && subject == format!("system:serviceaccounts:{ns}"))
+            .then_some(())
+    });
+    // Any ServiceAccount of the namespace: the pod's own, whatever it is (the injector
+    // mounts that one's token into the sidecar). One that does not even exist is
+    // authorized by its name and groups alike.
+    let sa = service_account_user(ns, "orders-app");
+    eventually("the sidecar's binding to take effect", WAIT, || {
+        can_i(&sa, "get", "secrets/turnpike-orders", &["-n", ns]).then_some(())
+    });
+    let n = ["-n", ns];
+    let granted: &[(&str, &str)] = &[
+        ("get", "secrets/turnpike-orders"),
+        ("list", "secrets/turnpike-orders"),
+        ("watch", "secrets/turnpike-orders"),
+        ("get", "secrets/turnpike-orders.keys-1"),
+        ("get", "secrets/turnpike-orders.keys-15"),
+        ("get", "configmaps/turnpike-orders"),
+        ("list", "configmaps/turnpike-orders"),
+        ("watch", "configmaps/turnpike-orders"),
+        ("create", "events.events.k8s.io"),
+        ("patch", "events.events.k8s.io"),
+    ];
+    for (verb, resource) in granted {
+        assert!(
+            can_i(&sa, verb, resource, &n),
+            "the sidecar may not {verb} {resource}"
+        );
+    }
+    let refused: &[(&str, &str, &[&str])] = &[
+        // No other Secret: not the tokens, the key material, the admin token, nor
+        // another target's bundle; and no list or watch of all Secrets.
+        ("get", "secrets/gen-token", &n),
+        ("get", "secrets/turnpike-key-gen", &n),
+        ("get", "secrets/turnpike.admin", &n),
+        ("get", "secrets/turnpike-catalog", &n),
+        ("get", "secrets/turnpike-orders.keys-16", &n),
+        ("list", "secrets", &n),
+        ("watch", "secrets", &n),
+        ("list", "configmaps", &n),
+        ("get", "configmaps/kube-root-ca.crt", &n),
+        // Read only: no writes to its bundle.
+        ("update", "secrets/turnpike-orders", &n),
+        ("patch", "configmaps/turnpike-orders", &n),
+        ("delete", "secrets/turnpike-orders", &n),
+        ("create", "secrets", &n),
+        // Events: written, never read or deleted; no core-group Events.
+        ("get", "events.events.k8s.io", &n),
+        ("list", "events.events.k8s.io", &n),
+        ("delete", "events.events.k8s.io", &n),
+        ("create", "events", &n),
+        // Nothing else of the namespace or the cluster.
+        ("get", "pods", &n),
+        ("list", "pods", &n),
+        ("create", "pods", &["-n", ns, "--subresource=exec"]),
+        ("get", "apikeys.turnpike.dev", &n),
+        ("list", "serviceaccounts", &n),
+        (
+            "create",
+            "serviceaccounts",
+            &["-n", ns, "--subresource=token"],
+        ),
+        ("get", "roles/turnpike-sidecar", &n),
+        ("patch", "roles/turnpike-sidecar", &n),
+        ("create", "rolebindings", &n),
+        ("get", "secrets/turnpike-orders", &["-n", "default"]),
+        ("list", "secrets", &["--all-namespaces"]),
+        ("list", "namespaces", &[]),
+    ];
+    for (verb, resource, more) in refused {
+        assert!(
+            !can_i(&sa, verb, resource, more),
+            "a sidecar's ServiceAccount may {verb} {resource} {more:?}"
+        );
+    }
+
+    // The real sidecar, as that ServiceAccount: bundle from the watch only (no mounted
+    // directory), Events created and patched.
+    let token = eventually("the token of gen", WAIT, || {
+        let t = kubectl(
+            &[
+                "get",
+                "secret",
+                "gen-token",
+                "-n",
+                ns,
+                "-o",
+                "go-template={{.data.token | base64decode}}",
+            ],
+            None,
+        );
+        (t.ok && t.stdout.starts_with("tpk_")).then(|| t.stdout.trim().to_string())
+    });
+    let kubeconfig = kubeconfig_as(&sa, "rbac-sidecar");
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let up = upstream();
+    let (port, admin) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{port}");
+    let admin_listen = format!("127.0.0.1:{admin}");
+    let upstream_url = format!("http://127.0.0.1:{up}");
+    let mut sidecar = Process::start_with_env(
+        &binary("turnpike-sidecar"),
+        &[
+            "--bundle-source",
+            "api",
+            "--target",
+            "orders",
+            "--namespace",
+            ns,
+            "--pod-name",
+            "orders-rbac-pod",
+            "--event-series-interval",
+            "1s",
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin_listen,
+            "--upstream",
+            &upstream_url,
+            "--log-format",
+            "pretty",
+        ],
+        &[("KUBECONFIG", &kubeconfig)],
+        "sidecar-rbac",
+    );
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    eventually(
+        "the sidecar to be ready on the watched bundle",
+        WAIT,
+        || (curl(&[&readyz]).0 == 200).then_some(()),
+    );
+    let key = format!("x-api-key: {token}");
+    let orders = format!("http://127.0.0.1:{port}/orders/1");
+    let admin_route = format!("http://127.0.0.1:{port}/admin/users");
+    assert_eq!(curl(&["-H", &key, &orders]).0, 200);
+    assert_eq!(curl(&["-H", &key, &admin_route]).0, 403);
+    eventually("a ScopeDenied Event created by the sidecar", WAIT, || {
+        sidecar_events(ns)
+            .iter()
+            .any(|(r, _)| r == "ScopeDenied")
+            .then_some(())
+    });
+    // Repeats after the series interval: the same Event, patched.
+    eventually("the ScopeDenied Event patched with a series", WAIT, || {
+        assert_eq!(curl(&["-H", &key, &admin_route]).0, 403);
+        sidecar_events(ns)
+            .iter()
+            .any(|(r, count)| r == "ScopeDenied" && *count >= 2)
+            .then_some(())
+    });
+    // The watch (not only the first list) is authorized: a revocation arrives.
+    kubectl_ok(
+        &[
+            "patch",
+            "apikey",
+            "gen",
+            "-n",
+            ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"revoked":true}}"#,
+        ],
+        None,
+    );
+    eventually("the revoked key to get 401 through the watch", WAIT, || {
+        (curl(&["-H", &key, &orders]).0 == 401).then_some(())
+    });
+    assert!(sidecar.running(), "sidecar exited:\n{}", sidecar.output());
+    let log = sidecar.output();
+    let lower = log.to_ascii_lowercase();
+    assert!(
+        !lower.contains("forbidden"),
+        "the sidecar was refused something its Role should grant:\n{log}"
+    );
+    assert!(!log.contains(&token), "token in the sidecar's log");
+    assert!(sidecar.terminate(Duration::from_secs(20)));
+    // Many reconciles so far (issuance, statuses, the revocation), one target all
+    // along: the real API server returns the Role as written, so it was written once.
+    let writes = op
+        .output()
+        .matches("sidecar Role and RoleBinding written")
+        .count();
+    assert_eq!(writes, 1, "{}", op.output());
+
+    // The namespace's last target goes: its bundle, then the Role and RoleBinding.
+    kubectl_ok(
+        &[
+            "delete",
+            "apikey/gen",
+            "accesspolicy/orders",
+            "-n",
+            ns,
+            "--wait=true",
+        ],
+        None,
+    );
+    eventually("the sidecars' Role and RoleBinding removed", WAIT, || {
+        let left = kubectl_ok(
+            &[
+                "get",
+                "role,rolebinding,configmap",
+                "-n",
+                ns,
+                "-l",
+                "app.kubernetes.io/managed-by=turnpike-operator",
+                "-o",
+                "name",
+            ],
+            None,
+        );
+        left.trim().is_empty().then_some(())
+    });
+    eventually("the authorizer to drop the grant", WAIT, || {
+        (!can_i(&sa, "get", "secrets/turnpike-orders", &n)).then_some(())
+    });
 }

@@ -63,7 +63,7 @@ impl Drop for Cleanup {
 
 fn pod_yaml(ns: &str, name: &str, labels: &str, annotations: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {labels}\n  annotations: {annotations}\nspec:\n  containers:\n  - name: app\n    image: registry.example.com/app:1.0\n    ports: [{{name: http, containerPort: 8080}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {labels}\n  annotations: {annotations}\nspec:\n  containers:\n  - name: app\n    image: registry.example.com/app:1.0\n    imagePullPolicy: Never\n    ports: [{{name: http, containerPort: 8080}}]\n"
     )
 }
 
@@ -195,8 +195,34 @@ fn the_webhook_injects_refuses_and_leaves_alone() {
             "--admin-listen",
             "0.0.0.0:9901",
             "--admin-token-file",
-            "/var/run/turnpike/admin/token"
+            "/var/run/turnpike/admin/token",
+            "--bundle-source",
+            "api",
+            "--target",
+            "orders"
         ])
+    );
+    // The downward API: the namespace to watch, the pod's name and UID for Events.
+    let env: Vec<(&str, &str)> = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default(),
+                e["valueFrom"]["fieldRef"]["fieldPath"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("POD_NAMESPACE", "metadata.namespace"),
+            ("TURNPIKE_POD_NAME", "metadata.name"),
+            ("TURNPIKE_POD_UID", "metadata.uid")
+        ]
     );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], "turnpike-admin");
@@ -216,17 +242,29 @@ fn the_webhook_injects_refuses_and_leaves_alone() {
         c["resources"]["limits"],
         json!({"cpu": "500m", "memory": "128Mi"})
     );
-    // The ServiceAccount admission plugin runs again after a webhook's change; the empty
-    // mount over the token path keeps the token out of the sidecar, while the workload
-    // keeps its own.
+    // The ServiceAccount admission plugin runs again after a webhook's change; the
+    // sidecar's own mount over the token path (its projected token, for the API bundle
+    // source) stands, while the workload keeps its own.
     assert_eq!(
         c["volumeMounts"],
         json!([
             {"name": "turnpike-bundle", "mountPath": "/etc/turnpike", "readOnly": true},
             {"name": "turnpike-admin-token", "mountPath": "/var/run/turnpike/admin", "readOnly": true},
-            {"name": "turnpike-no-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
+            {"name": "turnpike-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
         ])
     );
+    // The API server accepted the projected token volume as sent.
+    let access = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "turnpike-api-access")
+        .cloned()
+        .expect("api access volume");
+    let sources = &access["projected"]["sources"];
+    assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    assert_eq!(sources[2]["downwardAPI"]["items"][0]["path"], "namespace");
     let app = &pod["spec"]["containers"][0];
     assert!(
         app["volumeMounts"].as_array().is_some_and(|m| m

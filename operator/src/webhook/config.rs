@@ -173,6 +173,20 @@ pub struct InjectorConfig {
     pub version: String,
     /// Namespaces never touched: `kube-system` and the operator's own.
     pub protected_namespaces: BTreeSet<String>,
+    /// Where the injected sidecar reads its bundle (`--sidecar-bundle-source`).
+    pub bundle_source: SidecarBundleSource,
+}
+
+/// Where the injected sidecar reads its bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SidecarBundleSource {
+    /// Watch the bundle objects through the API server (a revocation arrives in about
+    /// a second); the mounted volume serves at start-up and as the fallback. The
+    /// sidecar gets a ServiceAccount token, bound to the Role the operator creates.
+    Api,
+    /// Only the mounted volume (refreshed by the kubelet, 60-120 s); the sidecar gets
+    /// no ServiceAccount token and writes no Events.
+    Files,
 }
 
 /// The sidecar image of this release.
@@ -195,6 +209,7 @@ impl InjectorConfig {
             admin_port: super::inject::DEFAULT_ADMIN_PORT,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protected_namespaces: BTreeSet::from(["kube-system".to_owned(), own_namespace.into()]),
+            bundle_source: SidecarBundleSource::Api,
         }
     }
 

@@ -17,7 +17,7 @@ use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
-use super::config::{InjectorConfig, SidecarMode};
+use super::config::{InjectorConfig, SidecarBundleSource, SidecarMode};
 
 pub use turnpike_api::pod::{
     ADMIN_PORT_NAME, APP_LABEL, CONTAINER_NAME, DEFAULT_ADMIN_PORT, NAME_LABEL, TARGET_ANNOTATION,
@@ -42,6 +42,9 @@ pub const VOLUME_NAME: &str = "turnpike-bundle";
 /// An empty volume over the service-account token path in the sidecar (see
 /// [`no_token_volume`]).
 pub const NO_TOKEN_VOLUME_NAME: &str = "turnpike-no-token";
+/// The sidecar's own projected ServiceAccount token (API source, see
+/// [`api_token_volume`]).
+pub const API_TOKEN_VOLUME_NAME: &str = "turnpike-api-access";
 /// Where the ServiceAccount admission plugin mounts the API token.
 pub const SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Where the bundle is mounted (`--bundle-dir`).
@@ -357,7 +360,7 @@ fn check_ports(pod: &Pod, listen: u16, upstream: u16, admin: u16) -> Result<(), 
 }
 
 /// The sidecar container (step 4), as JSON the API server accepts.
-pub fn sidecar_container(cfg: &InjectorConfig, listen: u16, upstream: u16) -> Value {
+pub fn sidecar_container(cfg: &InjectorConfig, target: &str, listen: u16, upstream: u16) -> Value {
     let r = &cfg.resources;
     let admin = cfg.admin_port;
     let mut c = json!({
@@ -396,16 +399,39 @@ pub fn sidecar_container(cfg: &InjectorConfig, listen: u16, upstream: u16) -> Va
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        // The bundle, the admin token (optional: see `admin_token_volume`), and an
-        // empty directory where a service-account token would go: the sidecar reads
-        // files and talks to no API, so it has no service-account token even when the
-        // workload's pod automounts one (see `no_token_volume`).
+        // The bundle, the admin token (optional: see `admin_token_volume`), and at the
+        // service-account token path either the sidecar's own projected token (API
+        // source: it watches its bundle and writes Events, whatever the pod's
+        // `automountServiceAccountToken`) or an empty directory (files source: it
+        // talks to no API, so it gets no token even when the workload automounts one).
         "volumeMounts": [
             {"name": VOLUME_NAME, "mountPath": BUNDLE_DIR, "readOnly": true},
             {"name": ADMIN_TOKEN_VOLUME_NAME, "mountPath": ADMIN_TOKEN_DIR, "readOnly": true},
-            {"name": NO_TOKEN_VOLUME_NAME, "mountPath": SA_TOKEN_PATH, "readOnly": true},
+            {"name": token_volume_name(cfg), "mountPath": SA_TOKEN_PATH, "readOnly": true},
         ],
     });
+    if cfg.bundle_source == SidecarBundleSource::Api
+        && let Some(obj) = c.as_object_mut()
+    {
+        if let Some(args) = obj.get_mut("args").and_then(Value::as_array_mut) {
+            args.extend(
+                ["--bundle-source", "api", "--target", target]
+                    .into_iter()
+                    .map(Value::from),
+            );
+        }
+        // Namespace (default of --namespace), pod name and UID (Events) from the
+        // downward API.
+        let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+        obj.insert(
+            "env".into(),
+            json!([
+                field("POD_NAMESPACE", "metadata.namespace"),
+                field("TURNPIKE_POD_NAME", "metadata.name"),
+                field("TURNPIKE_POD_UID", "metadata.uid"),
+            ]),
+        );
+    }
     if cfg.mode == SidecarMode::Native
         && let Some(obj) = c.as_object_mut()
     {
@@ -470,14 +496,46 @@ pub fn admin_token_volume() -> Value {
     })
 }
 
+fn token_volume_name(cfg: &InjectorConfig) -> &'static str {
+    match cfg.bundle_source {
+        SidecarBundleSource::Api => API_TOKEN_VOLUME_NAME,
+        SidecarBundleSource::Files => NO_TOKEN_VOLUME_NAME,
+    }
+}
+
+/// The sidecar's API credentials, laid out as the ServiceAccount admission plugin lays
+/// out its own (`token`, `ca.crt`, `namespace`): a bound, expiring token of the pod's
+/// ServiceAccount that the kubelet refreshes, the cluster CA from ConfigMap
+/// `kube-root-ca.crt`, and the namespace. Mounted in the sidecar only, so the pod's
+/// `automountServiceAccountToken: false` still keeps the workload's containers
+/// without a token, and the sidecar has one whatever that setting says. What the
+/// token may do is the Role the operator binds (see `crate::sidecar_rbac`).
+pub fn api_token_volume() -> Value {
+    json!({
+        "name": API_TOKEN_VOLUME_NAME,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    })
+}
+
 /// An empty volume the sidecar mounts at the token path. A webhook's change makes the
 /// API server run its built-in mutating plugins again, and the ServiceAccount plugin
 /// then mounts the pod's token into every container without a mount at that path,
 /// the injected one included. A mount there is the plugin's documented opt-out per
 /// container; the workload's own containers and `automountServiceAccountToken` are
 /// left as they are.
+///
+/// No `sizeLimit`: the sidecar mounts it read-only, so nothing can grow it, and the
+/// kubelet counts even an empty directory's own block (4 KiB on ext4) against a limit:
+/// the `1Ki` this once had got every injected pod evicted on a real node.
 pub fn no_token_volume() -> Value {
-    json!({"name": NO_TOKEN_VOLUME_NAME, "emptyDir": {"sizeLimit": "1Ki"}})
+    json!({"name": NO_TOKEN_VOLUME_NAME, "emptyDir": {}})
 }
 
 fn add(tokens: &[&str], value: Value) -> PatchOperation {
@@ -510,7 +568,13 @@ pub fn injection(pod: &Pod, cfg: &InjectorConfig) -> Result<Injection, Refusal> 
     let volumes = spec.and_then(|s| s.volumes.as_ref());
     if let Some(taken) = volumes.and_then(|v| {
         v.iter().find(|v| {
-            [VOLUME_NAME, ADMIN_TOKEN_VOLUME_NAME, NO_TOKEN_VOLUME_NAME].contains(&v.name.as_str())
+            [
+                VOLUME_NAME,
+                ADMIN_TOKEN_VOLUME_NAME,
+                NO_TOKEN_VOLUME_NAME,
+                API_TOKEN_VOLUME_NAME,
+            ]
+            .contains(&v.name.as_str())
         })
     }) {
         return Err(Refusal::VolumeInUse {
@@ -537,10 +601,13 @@ pub fn injection(pod: &Pod, cfg: &InjectorConfig) -> Result<Injection, Refusal> 
         vec![
             bundle_volume(&target),
             admin_token_volume(),
-            no_token_volume(),
+            match cfg.bundle_source {
+                SidecarBundleSource::Api => api_token_volume(),
+                SidecarBundleSource::Files => no_token_volume(),
+            },
         ],
     );
-    let container = vec![sidecar_container(cfg, listen_port, upstream_port)];
+    let container = vec![sidecar_container(cfg, &target, listen_port, upstream_port)];
     match cfg.mode {
         // Appended after the pod's own init containers: they run to completion first
         // (they do not need the proxy), then the sidecar starts before the workload.
@@ -785,7 +852,7 @@ mod tests {
             ADMIN_TOKEN_FILE,
             format!("{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_FILE_NAME}")
         );
-        let c = sidecar_container(&cfg(), 9080, 8080);
+        let c = sidecar_container(&cfg(), "orders", 9080, 8080);
         let args: Vec<&str> = c["args"]
             .as_array()
             .unwrap()
@@ -857,6 +924,69 @@ mod tests {
             "spec": {"containers": []},
         }));
         assert!(injection(&p, &c).is_ok());
+    }
+
+    #[test]
+    fn the_files_source_gives_the_sidecar_no_token_and_no_api_flags() {
+        let mut c = cfg();
+        c.bundle_source = SidecarBundleSource::Files;
+        let sc = sidecar_container(&c, "orders", 9080, 8080);
+        let args: Vec<&str> = sc["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(!args.contains(&"--bundle-source"));
+        assert!(sc.get("env").is_none());
+        assert!(sc["volumeMounts"].as_array().unwrap().contains(&json!(
+            {"name": NO_TOKEN_VOLUME_NAME, "mountPath": SA_TOKEN_PATH, "readOnly": true}
+        )));
+        let api = sidecar_container(&cfg(), "orders", 9080, 8080);
+        assert!(api["volumeMounts"].as_array().unwrap().contains(&json!(
+            {"name": API_TOKEN_VOLUME_NAME, "mountPath": SA_TOKEN_PATH, "readOnly": true}
+        )));
+
+        // The volumes added to the pod: the empty directory (no sizeLimit, see
+        // `no_token_volume`) with files, the projected token with the API source.
+        let p = pod(json!({
+            "metadata": {"labels": {"app": "orders"}},
+            "spec": {"containers": [{"name": "app"}], "volumes": []},
+        }));
+        let added = |c: &InjectorConfig| -> Vec<Value> {
+            injection(&p, c)
+                .unwrap()
+                .patch
+                .0
+                .iter()
+                .filter_map(|op| match op {
+                    PatchOperation::Add(a) if a.path.as_str() == "/spec/volumes/-" => {
+                        Some(a.value.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let files = added(&c);
+        assert_eq!(
+            files[2],
+            json!({"name": NO_TOKEN_VOLUME_NAME, "emptyDir": {}})
+        );
+        let api = added(&cfg());
+        assert_eq!(api[2]["name"], API_TOKEN_VOLUME_NAME);
+        assert_eq!(
+            api[2]["projected"]["sources"][0],
+            json!({"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}})
+        );
+        // A pod that already uses the name is refused rather than patched over.
+        let taken = pod(json!({
+            "metadata": {"labels": {"app": "orders"}},
+            "spec": {"containers": [], "volumes": [{"name": API_TOKEN_VOLUME_NAME, "emptyDir": {}}]},
+        }));
+        assert!(matches!(
+            injection(&taken, &cfg()),
+            Err(Refusal::VolumeInUse { .. })
+        ));
     }
 
     #[test]

@@ -176,6 +176,9 @@ impl Fake {
                         .trim_start_matches(&format!(
                             "/apis/turnpike.dev/v1alpha1/namespaces/{NS}/"
                         ))
+                        .trim_start_matches(&format!(
+                            "/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/"
+                        ))
                 )
             })
             .collect()

@@ -36,6 +36,8 @@ pub struct Key {
     pub(crate) id_bits: u128,
     /// ApiKey resource name.
     pub name: String,
+    /// ApiKey resource UID (for Events' `regarding`; absent in local mode).
+    pub uid: Option<String>,
     /// Owner text.
     pub owner: Option<String>,
     /// Scopes held, sorted, without duplicates.
@@ -63,6 +65,7 @@ impl Key {
             id: id.clone(),
             id_bits: key_id_bits(id.as_str())?,
             name: entry.name.clone(),
+            uid: entry.uid.clone(),
             owner: entry.owner.clone(),
             scopes_header: scopes.join(" ").into_boxed_str(),
             scopes: scopes.into_boxed_slice(),

@@ -5,6 +5,7 @@
 //! The upstream answers:
 //! - `*/slow?ms=N`: after N ms (default 3000), like the echo;
 //! - `*/missing*`: 404;
+//! - `*/leaky`: 200 with `Server`, `X-Powered-By` and `X-Frame-Options: SAMEORIGIN`;
 //! - `*/ws`: 101 `Upgrade: echo`, then echoes bytes;
 //! - anything else: 200 with JSON `{method, path, query, headers, body_len}`.
 //!
@@ -110,6 +111,8 @@ pub struct Setup {
     pub rate_limit: String,
     /// Include the CorsPolicy.
     pub cors: bool,
+    /// Extra lines of the AccessPolicy's spec, indented by two spaces.
+    pub access_extra: String,
 }
 
 /// Generous limits: nothing in a test trips them by accident.
@@ -123,6 +126,7 @@ impl Default for Setup {
             with_reader: true,
             rate_limit: GENEROUS.into(),
             cors: true,
+            access_extra: String::new(),
         }
     }
 }
@@ -177,7 +181,11 @@ spec:
     - match: {methods: [POST, PUT, PATCH, DELETE], path: \"/orders/**\"}
       scopes: [\"orders:write\"]
   defaultAction: Deny
----
+",
+    );
+    y.push_str(&setup.access_extra);
+    y.push_str(
+        "---
 apiVersion: turnpike.dev/v1alpha1
 kind: RateLimitPolicy
 metadata: {name: orders, namespace: shop}
@@ -318,6 +326,17 @@ async fn upstream_handle(
             .insert("connection", "upgrade".parse().unwrap());
         resp.headers_mut()
             .insert("upgrade", "echo".parse().unwrap());
+        return Ok(resp);
+    }
+    if path.ends_with("/leaky") {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
+        for (n, v) in [
+            ("server", "Apache/2.4.1"),
+            ("x-powered-by", "PHP/8.1"),
+            ("x-frame-options", "SAMEORIGIN"),
+        ] {
+            resp.headers_mut().insert(n, v.parse().unwrap());
+        }
         return Ok(resp);
     }
     if path.contains("/missing") {
@@ -653,6 +672,28 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], within: Duration) -> (String, b
             Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
         }
     }
+}
+
+/// A sidecar in local mode (`--manifests`) on the manifests of `setup`, in front of
+/// `upstream`; the returned directory holds the manifests.
+pub fn local_mode(
+    setup: &Setup,
+    upstream: &Upstream,
+    extra: &[&str],
+) -> (Sidecar, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    write_atomic(&dir.path().join("turnpike.yaml"), &manifests(setup));
+    let mut args = vec![
+        "--manifests".to_string(),
+        dir.path().display().to_string(),
+        "--target".into(),
+        "orders".into(),
+        "--upstream".into(),
+        upstream.url(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Sidecar::start(&args), dir)
 }
 
 /// A path relative to the crate, for fixtures.
