@@ -27,8 +27,30 @@ pub enum PatternError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
+    /// Compared with the request segment without its `;parameters`.
     Exact(Box<str>),
+    /// A pattern segment with `;` of its own: compared with the whole request segment.
+    ExactWithParams(Box<str>),
     One,
+}
+
+/// A request segment without its path parameters (`admin;jsessionid=x` -> `admin`, also
+/// for `%3B`): what Tomcat, Jetty and other servlet containers route on, so a rule for
+/// `/admin/**` covers `/admin;x/secret` as the server behind the sidecar reads it.
+fn without_params(segment: &str) -> &str {
+    let b = segment.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b';' {
+            return &segment[..i];
+        }
+        if b[i] == b'%' && b.get(i + 1) == Some(&b'3') && matches!(b.get(i + 2), Some(b'B' | b'b'))
+        {
+            return &segment[..i];
+        }
+        i += 1;
+    }
+    segment
 }
 
 /// A compiled path pattern.
@@ -67,6 +89,7 @@ impl PathPattern {
                 "*" => segments.push(Segment::One),
                 "." | ".." => return Err(PatternError::DotSegment(pattern.to_string())),
                 p if p.contains('*') => return Err(PatternError::Wildcard(pattern.to_string())),
+                p if p.contains(';') => segments.push(Segment::ExactWithParams(p.into())),
                 p => segments.push(Segment::Exact(p.into())),
             }
         }
@@ -99,10 +122,11 @@ impl PathPattern {
                 return false;
             };
             match seg {
-                Segment::One if part.is_empty() => return false,
+                Segment::One if without_params(part).is_empty() => return false,
                 Segment::One => {}
-                Segment::Exact(want) if **want == *part => {}
-                Segment::Exact(_) => return false,
+                Segment::Exact(want) if **want == *without_params(part) => {}
+                Segment::ExactWithParams(want) if **want == *part => {}
+                Segment::Exact(_) | Segment::ExactWithParams(_) => return false,
             }
         }
         self.any_rest || parts.is_none_or(|mut p| p.next().is_none())
@@ -112,7 +136,7 @@ impl PathPattern {
     pub fn exact_segments(&self) -> usize {
         self.segments
             .iter()
-            .filter(|s| matches!(s, Segment::Exact(_)))
+            .filter(|s| matches!(s, Segment::Exact(_) | Segment::ExactWithParams(_)))
             .count()
     }
 }
@@ -131,6 +155,20 @@ mod tests {
 
     fn m(p: &str, path: &str) -> bool {
         PathPattern::parse(p).unwrap().matches(path)
+    }
+
+    #[test]
+    fn path_parameters_do_not_hide_a_segment() {
+        assert!(m("/admin/**", "/admin;x/secret"));
+        assert!(m("/admin/**", "/admin%3Bjsessionid=1/secret"));
+        assert!(m("/admin/**", "/admin;"));
+        assert!(m("/orders/*/items", "/orders/1;v=2/items"));
+        assert!(!m("/orders/*/items", "/orders/;v=2/items"));
+        assert!(!m("/admin/**", "/admi;n/secret"));
+        // A pattern with its own parameters matches them exactly.
+        assert!(m("/a;v=1", "/a;v=1"));
+        assert!(!m("/a;v=1", "/a;v=2"));
+        assert!(!m("/a;v=1", "/a"));
     }
 
     #[test]

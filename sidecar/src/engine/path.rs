@@ -12,9 +12,12 @@
 //! Refused with 400, because a server behind us could read them differently from us:
 //! `%2F` and `%5C` (an encoded separator), a raw `\`, NUL and other control
 //! characters (raw or encoded), raw bytes outside ASCII, a `%` not followed by two hex
-//! digits, `?`, `#` or a space in the path, a path not starting with `/`, and a dot
-//! segment with a `;` parameter (`/..;/`, `/.;x/`), which Tomcat and Jetty treat as a
-//! dot segment after we have decided on the path.
+//! digits, `?`, `#` or a space in the path, a path not starting with `/`, an empty or
+//! dot segment with a `;` parameter (`/..;/`, `/.;x/`, `/;x/`, also with `%3B`), which
+//! Tomcat and Jetty collapse or climb after we have decided on the path, a double encoding (`%25` followed by
+//! two hex digits: `%252e` is `%2e` to a server that decodes twice), and
+//! percent-encoded bytes that are not well-formed UTF-8 (`%C0%AE` is an overlong `.` to
+//! a lenient decoder).
 //!
 //! A path that needs no change is returned borrowed: the common case allocates
 //! nothing.
@@ -48,9 +51,17 @@ pub enum PathError {
     /// `?`, `#` or a space.
     #[error("path contains a character not allowed in a path")]
     InvalidChar,
-    /// `.;` or `..;` segment (path parameters on a dot segment).
-    #[error("path contains a dot segment with parameters")]
+    /// `;`, `.;` or `..;` segment (path parameters on an empty or dot segment; `%3B`
+    /// counts as `;`).
+    #[error("path contains an empty or dot segment with parameters")]
     DotParameter,
+    /// `%25` followed by two hex digits: an encoding of an encoding.
+    #[error("path contains a double percent-encoding")]
+    DoubleEncoding,
+    /// Percent-encoded bytes that are not well-formed UTF-8 (overlong forms,
+    /// surrogates, stray continuation bytes, truncated sequences).
+    #[error("path contains percent-encoded bytes that are not UTF-8")]
+    InvalidUtf8,
 }
 
 impl PathError {
@@ -66,6 +77,8 @@ impl PathError {
             PathError::BadPercent => "path_bad_percent_encoding",
             PathError::InvalidChar => "path_invalid_character",
             PathError::DotParameter => "path_dot_segment_parameter",
+            PathError::DoubleEncoding => "path_double_encoding",
+            PathError::InvalidUtf8 => "path_invalid_utf8",
         }
     }
 }
@@ -118,6 +131,7 @@ fn escape_at(b: &[u8], i: usize) -> Result<Escape, PathError> {
     };
     let v = hv << 4 | lv;
     match v {
+        b'%' if followed_by_two_hex_digits(b, i + 3) => Err(PathError::DoubleEncoding),
         b'/' => Err(PathError::EncodedSlash),
         b'\\' => Err(PathError::EncodedBackslash),
         0..=0x1f | 0x7f => Err(PathError::Control),
@@ -125,6 +139,69 @@ fn escape_at(b: &[u8], i: usize) -> Result<Escape, PathError> {
         _ => Ok(Escape::Keep(
             h.is_ascii_lowercase() || l.is_ascii_lowercase(),
         )),
+    }
+}
+
+/// Two hex digits from `j` on, raw or percent-encoded (`%32%65` is `2e` once the
+/// unreserved characters are decoded).
+fn followed_by_two_hex_digits(b: &[u8], j: usize) -> bool {
+    let digit = |k: usize| -> Option<usize> {
+        if b.get(k).copied().and_then(hex_value).is_some() {
+            return Some(k + 1);
+        }
+        encoded_at(b, k).and_then(hex_value).map(|_| k + 3)
+    };
+    digit(j).and_then(digit).is_some()
+}
+
+/// The value of the `%XY` at `i`, if there is one.
+fn encoded_at(b: &[u8], i: usize) -> Option<u8> {
+    if b.get(i) != Some(&b'%') {
+        return None;
+    }
+    Some(hex_value(*b.get(i + 1)?)? << 4 | hex_value(*b.get(i + 2)?)?)
+}
+
+/// Percent-encoded UTF-8: each escape of 0x80 or above either starts a well-formed
+/// sequence whose continuation bytes are the next escapes, or is one of those.
+#[derive(Default)]
+struct Utf8Escapes {
+    continuation_left: usize,
+}
+
+impl Utf8Escapes {
+    /// Called for every `%XY` at `i`, in order.
+    fn escape(&mut self, b: &[u8], i: usize) -> Result<(), PathError> {
+        let v = encoded_at(b, i).ok_or(PathError::BadPercent)?;
+        if self.continuation_left > 0 {
+            // Checked with its lead byte.
+            self.continuation_left -= 1;
+            return Ok(());
+        }
+        if v < 0x80 {
+            return Ok(());
+        }
+        let len = match v {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => return Err(PathError::InvalidUtf8),
+        };
+        let mut seq = [v, 0, 0, 0];
+        for (k, slot) in seq.iter_mut().enumerate().take(len).skip(1) {
+            *slot = encoded_at(b, i + 3 * k).ok_or(PathError::InvalidUtf8)?;
+        }
+        std::str::from_utf8(&seq[..len]).map_err(|_| PathError::InvalidUtf8)?;
+        self.continuation_left = len - 1;
+        Ok(())
+    }
+
+    /// Called for every other byte: a sequence cannot be interrupted.
+    fn raw(&self) -> Result<(), PathError> {
+        if self.continuation_left > 0 {
+            return Err(PathError::InvalidUtf8);
+        }
+        Ok(())
     }
 }
 
@@ -146,11 +223,13 @@ fn is_normal(raw: &str) -> Result<bool, PathError> {
     let mut normal = true;
     let mut seg_start = 1;
     let mut i = 1;
+    let mut utf8 = Utf8Escapes::default();
     loop {
         let end = i >= b.len();
         if end || b[i] == b'/' {
+            utf8.raw()?;
             let seg = &b[seg_start..i.min(b.len())];
-            if seg.starts_with(b".;") || seg.starts_with(b"..;") {
+            if is_dot_parameter(seg) {
                 return Err(PathError::DotParameter);
             }
             if (seg.is_empty() && !end) || seg == b"." || seg == b".." {
@@ -166,9 +245,11 @@ fn is_normal(raw: &str) -> Result<bool, PathError> {
                 Escape::Decode(_) | Escape::Keep(true) => normal = false,
                 Escape::Keep(false) => {}
             }
+            utf8.escape(b, i)?;
             i += 3;
         } else {
             check_raw(b[i])?;
+            utf8.raw()?;
             i += 1;
         }
     }
@@ -181,18 +262,22 @@ fn decode_unreserved(raw: &str) -> Result<Cow<'_, str>, PathError> {
     // First pass: validate and find whether anything changes.
     let mut changes = false;
     let mut i = 0;
+    let mut utf8 = Utf8Escapes::default();
     while i < b.len() {
         if b[i] == b'%' {
             match escape_at(b, i)? {
                 Escape::Decode(_) | Escape::Keep(true) => changes = true,
                 Escape::Keep(false) => {}
             }
+            utf8.escape(b, i)?;
             i += 3;
         } else {
             check_raw(b[i])?;
+            utf8.raw()?;
             i += 1;
         }
     }
+    utf8.raw()?;
     if !changes {
         return Ok(Cow::Borrowed(raw));
     }
@@ -217,8 +302,22 @@ fn decode_unreserved(raw: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
-fn is_dot_parameter(seg: &str) -> bool {
-    seg.starts_with(".;") || seg.starts_with("..;")
+/// A segment whose name, before its `;parameters` (`;` or `%3B`), is empty, `.` or
+/// `..`: a servlet container strips the parameters and then collapses the segment or
+/// climbs, after we have decided on the path.
+fn is_dot_parameter(seg: &[u8]) -> bool {
+    let mut i = 0;
+    while i < seg.len() {
+        let delimiter = seg[i] == b';'
+            || (seg[i] == b'%'
+                && seg.get(i + 1) == Some(&b'3')
+                && matches!(seg.get(i + 2), Some(b'B' | b'b')));
+        if delimiter {
+            return matches!(&seg[..i], b"" | b"." | b"..");
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Steps 2 and 3: collapses empty segments and removes dot segments. `None` when the
@@ -229,7 +328,7 @@ fn remove_dot_segments(path: &str) -> Result<Option<String>, PathError> {
     let mut changes = false;
     let count = rest.split('/').count();
     for (i, seg) in rest.split('/').enumerate() {
-        if is_dot_parameter(seg) {
+        if is_dot_parameter(seg.as_bytes()) {
             return Err(PathError::DotParameter);
         }
         let last = i + 1 == count;
@@ -275,6 +374,42 @@ mod tests {
 
     fn n(p: &str) -> Result<String, PathError> {
         normalize(p).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn double_encodings_and_malformed_utf8_are_refused() {
+        for p in [
+            "/%252e%252e/admin",
+            "/a%252fb",
+            "/%2561dmin",
+            "/a/%25%32%65",
+        ] {
+            assert_eq!(n(p), Err(PathError::DoubleEncoding), "{p}");
+        }
+        // A literal percent sign stays possible: `%25` not followed by hex digits.
+        assert_eq!(n("/100%25"), Ok("/100%25".into()));
+        assert_eq!(n("/100%25off"), Ok("/100%25off".into()));
+        for p in [
+            "/%C0%AE%C0%AE/admin", // overlong `.`
+            "/%c0%af",             // overlong `/`
+            "/%E0%80%AE",          // overlong `.`, three bytes
+            "/%ED%A0%80",          // a surrogate
+            "/%80",                // a stray continuation byte
+            "/%C3",                // truncated at the end
+            "/%C3/x",              // truncated by a separator
+            "/%C3a",               // interrupted by a raw byte
+            "/%F5%80%80%80",       // beyond U+10FFFF
+            "/%FF",
+        ] {
+            assert_eq!(n(p), Err(PathError::InvalidUtf8), "{p}");
+        }
+        assert_eq!(n("/caf%c3%a9"), Ok("/caf%C3%A9".into()));
+        assert_eq!(
+            n("/%E4%BD%A0%E5%A5%BD/%F0%9F%98%80"),
+            Ok("/%E4%BD%A0%E5%A5%BD/%F0%9F%98%80".into())
+        );
+        assert_eq!(PathError::DoubleEncoding.as_str(), "path_double_encoding");
+        assert_eq!(PathError::InvalidUtf8.as_str(), "path_invalid_utf8");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Header handling of the proxy: what the workload receives (step 13) and what is
-//! added to every response (step 14).
+//! added to every response (step 14; the security headers are the bundle's plan,
+//! [`crate::engine::SecurityHeaders`]).
 //!
 //! Towards the workload:
 //! - hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
@@ -11,6 +12,11 @@
 //!   Authorization (a JWT the workload checks itself, Basic) is passed on;
 //! - every client-sent `X-Turnpike-*` field is removed, then `X-Turnpike-Key-Id` and
 //!   `X-Turnpike-Scopes` are set for authenticated requests;
+//! - a field whose name reads as one of those with `_` for `-` (`X_Turnpike_Key_Id`,
+//!   `X_API_Key`, `X_Forwarded_For`, `X_Real_IP`, `Proxy_Authorization`) is removed
+//!   too: CGI, WSGI and Rack servers turn both spellings into the same variable
+//!   (`HTTP_X_TURNPIKE_KEY_ID`), so a client could otherwise set the identity the
+//!   workload reads. Other fields with `_` pass unchanged;
 //! - `X-Forwarded-For` gets the peer address appended when the peer is a trusted
 //!   proxy; from any other peer the client's `X-Forwarded-*`, `Forwarded` and
 //!   `X-Real-IP` are dropped and `X-Forwarded-For` is the peer address alone.
@@ -20,8 +26,7 @@ use std::net::IpAddr;
 
 use http::header::{
     AUTHORIZATION, CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, STRICT_TRANSPORT_SECURITY, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::Authority;
 
@@ -42,11 +47,41 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const REFERRER_POLICY: HeaderName = HeaderName::from_static("referrer-policy");
-const X_PERMITTED_CDP: HeaderName = HeaderName::from_static("x-permitted-cross-domain-policies");
 
 /// Prefix of the identity fields the sidecar owns.
 const TURNPIKE_PREFIX: &str = "x-turnpike-";
+
+/// Names (with `-`) whose `_` spellings are removed, and the prefix likewise.
+const UNDERSCORE_ALIASED: [&str; 6] = [
+    "x-api-key",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "proxy-authorization",
+];
+
+/// `a` equals `b` (lower case, with `-`) when each `_` of `a` is read as `-`.
+fn eq_underscore_as_dash(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(&x, &y)| x == y || (x == b'_' && y == b'-'))
+}
+
+/// True for a name with `_` that a CGI-style server would read as a field the
+/// sidecar owns (see the module documentation).
+fn is_underscore_alias(name: &HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    if !n.contains(&b'_') {
+        return false;
+    }
+    let prefix = TURNPIKE_PREFIX.as_bytes();
+    (n.len() >= prefix.len() && eq_underscore_as_dash(&n[..prefix.len()], prefix))
+        || UNDERSCORE_ALIASED
+            .iter()
+            .any(|field| eq_underscore_as_dash(n, field.as_bytes()))
+}
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == CONNECTION
@@ -114,7 +149,7 @@ pub fn forward(src: &HeaderMap, f: &Forwarding<'_>) -> HeaderMap {
         if name == AUTHORIZATION && is_turnpike_bearer(value) {
             continue;
         }
-        if name.as_str().starts_with(TURNPIKE_PREFIX) {
+        if name.as_str().starts_with(TURNPIKE_PREFIX) || is_underscore_alias(name) {
             continue;
         }
         if name == X_FORWARDED_FOR {
@@ -210,29 +245,6 @@ pub fn clean_response(headers: &mut HeaderMap, switching_protocols: bool) {
     }
 }
 
-/// Adds the security headers the workload did not set itself (OWASP Secure Headers
-/// project, the ones that cannot break an API): `X-Content-Type-Options: nosniff`,
-/// `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`,
-/// `X-Permitted-Cross-Domain-Policies: none`, and under TLS
-/// `Strict-Transport-Security: max-age=31536000; includeSubDomains`.
-pub fn security(headers: &mut HeaderMap, tls: bool) {
-    let set = |h: &mut HeaderMap, name: HeaderName, value: &'static str| {
-        h.entry(name)
-            .or_insert_with(|| HeaderValue::from_static(value));
-    };
-    set(headers, X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(headers, X_FRAME_OPTIONS, "DENY");
-    set(headers, REFERRER_POLICY, "no-referrer");
-    set(headers, X_PERMITTED_CDP, "none");
-    if tls {
-        set(
-            headers,
-            STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        );
-    }
-}
-
 /// Writes one header from an engine renderer (`for_each`): `Vary` is appended to,
 /// everything else replaced.
 pub fn put(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -286,7 +298,13 @@ mod tests {
             ("x-secret-hop", "1"),
             ("te", "trailers"),
             ("upgrade", "websocket"),
-            ("x_api_key", "kept: underscores are another header"),
+            ("x_api_key", "tpk_y"),
+            ("X_Turnpike_Key_Id", "spoofed"),
+            ("x-turnpike_scopes", "admin"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_Real_IP", "6.6.6.6"),
+            ("proxy_authorization", "Basic eA=="),
+            ("x_request_id", "kept: not a field the sidecar owns"),
             ("accept", "application/json"),
         ]);
         let out = forward(&src, &fwd(false));
@@ -299,12 +317,18 @@ mod tests {
             "x-secret-hop",
             "te",
             "upgrade",
+            "x_api_key",
+            "x_turnpike_key_id",
+            "x-turnpike_scopes",
+            "x_forwarded_for",
+            "x_real_ip",
+            "proxy_authorization",
         ] {
             assert!(!out.contains_key(gone), "{gone}");
         }
         assert_eq!(out["accept"], "application/json");
         assert_eq!(out["host"], "api");
-        assert!(out.contains_key("x_api_key"));
+        assert_eq!(out["x_request_id"], "kept: not a field the sidecar owns");
         assert_eq!(out["x-forwarded-for"], "10.0.0.5");
         assert_eq!(out["x-forwarded-proto"], "http");
     }
@@ -347,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn response_cleanup_and_security_headers() {
+    fn response_cleanup() {
         let mut h = map(&[
             ("connection", "close, x-hop"),
             ("x-hop", "1"),
@@ -356,12 +380,6 @@ mod tests {
         ]);
         clean_response(&mut h, false);
         assert!(!h.contains_key("x-hop") && !h.contains_key("keep-alive"));
-        security(&mut h, true);
-        assert_eq!(
-            h["x-frame-options"], "SAMEORIGIN",
-            "the workload's choice wins"
-        );
-        assert_eq!(h["x-content-type-options"], "nosniff");
-        assert!(h.contains_key("strict-transport-security"));
+        assert_eq!(h["x-frame-options"], "SAMEORIGIN");
     }
 }
