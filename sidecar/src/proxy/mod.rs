@@ -2,7 +2,9 @@
 //! the one place the proxy's order is written; [`Proxy::handle`] reads as the list
 //! of steps:
 //!
-//! 1. hygiene the engine cannot see: header count and bytes (431), request target
+//! 1. hygiene the engine cannot see: strict HTTP/1.1 framing against request
+//!    smuggling, checked on the bytes before hyper parses them ([`framing`], 400 and
+//!    the connection closed), header count and bytes (431), request target
 //!    length (414), `Content-Length` over the body limit (413, before reading a
 //!    byte), `CONNECT` (405). The header read timeout (slowloris) is the HTTP
 //!    server's (see [`crate::server`]); the body limit and idle timeout are enforced
@@ -21,6 +23,7 @@
 //!    headers; the in-flight slot is held until the response body is done.
 
 pub mod body;
+pub mod framing;
 pub mod headers;
 pub mod respond;
 pub mod upgrade;
@@ -32,9 +35,11 @@ use http::header::{
     ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, CONTENT_LENGTH,
     HeaderMap, HeaderName, ORIGIN,
 };
+use http::header::{CONNECTION, HeaderValue, UPGRADE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -46,8 +51,9 @@ use crate::clock::Clock;
 use crate::config::{Config, Timeouts, Upstream};
 use crate::engine::{
     Allow, CompiledBundle, Decision, Engine, HeaderValues, HygieneLimits, Now, Pending, Preflight,
-    Refusal, Refused, RequestFacts, Step, Triggered, TrustedProxies, client_ip,
+    Refusal, Refused, RequestFacts, SecurityHeaders, Step, Triggered, TrustedProxies, client_ip,
 };
+use crate::events::EventRecorder;
 use crate::metrics::{
     LimitLabels, Metrics, ReasonLabels, ResultLabels, SubjectLabels, UpstreamErrorLabels,
 };
@@ -56,6 +62,10 @@ use crate::verify_pool::VerifyPool;
 use body::{BodyError, RequestBody, ResponseBody};
 use headers::{Forwarding, X_API_KEY, X_FORWARDED_FOR};
 use respond::{Decor, ProxyRefusal};
+
+/// Most body bytes read from an HTTP/2 request answered early (beyond: the stream is
+/// reset).
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// The upstream HTTP client (connection pool).
 type UpstreamClient = Client<HttpConnector, RequestBody>;
@@ -72,9 +82,13 @@ pub struct Proxy {
     upstream: Upstream,
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
+    events: EventRecorder,
     hygiene: HygieneLimits,
     timeouts: Timeouts,
-    decor: Decor,
+    /// Security headers on (not `--disable-security-headers`).
+    security_headers: bool,
+    /// The proxy listener serves TLS.
+    tls: bool,
     tunnels: TaskTracker,
 }
 
@@ -110,16 +124,28 @@ impl Proxy {
             pool: VerifyPool::new(config.verify_threads, config.verify_queue, clock),
             client,
             upstream: config.upstream.clone(),
+            events: EventRecorder::disabled(Arc::clone(&metrics)),
             metrics,
             audit,
             hygiene: config.hygiene,
             timeouts: config.timeouts,
-            decor: Decor {
-                security_headers: config.security_headers,
-                tls: config.tls.is_some(),
-            },
+            security_headers: config.security_headers,
+            tls: config.tls.is_some(),
             tunnels,
         }
+    }
+
+    fn decor<'a>(&self, plan: &'a SecurityHeaders, https: bool) -> Decor<'a> {
+        Decor {
+            plan: self.security_headers.then_some(plan),
+            https,
+        }
+    }
+
+    /// The same proxy reporting Kubernetes Events (or their audit lines) to `events`.
+    pub fn with_events(mut self, events: EventRecorder) -> Self {
+        self.events = events;
+        self
     }
 
     /// The engine (admin endpoints read live usage from it).
@@ -128,21 +154,37 @@ impl Proxy {
     }
 
     /// Handles one request from `peer`.
-    pub async fn handle(
-        &self,
-        peer: SocketAddr,
-        mut req: Request<Incoming>,
-    ) -> Response<ResponseBody> {
+    pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
+        // After an HTTP/1 upgrade request the connection's framing is no longer
+        // checked (see [`framing`]): unless it was switched, it ends with this answer.
+        let close = req.version() <= Version::HTTP_11
+            && (req.headers().contains_key(UPGRADE) || req.method() == Method::CONNECT);
+        let mut resp = self.answer(peer, req).await;
+        if close && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    async fn answer(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response<ResponseBody> {
+        let https =
+            self.tls || (self.trusted.contains(peer.ip()) && forwarded_https(req.headers()));
+        let early = self.decor(SecurityHeaders::defaults(), https);
         // 1. Hygiene the engine cannot see.
         if let Err(p) = self.hygiene(&req) {
             self.metrics.request("refused", p.row().metric);
-            return respond::proxy_refusal(p, None, None, self.decor);
+            let h2 = req.version() == Version::HTTP_2;
+            self.linger(req.into_body(), h2);
+            return respond::proxy_refusal(p, None, None, early);
         }
         // 2. Fail closed.
         let Some(bundle) = self.store.current() else {
             self.metrics
                 .request("refused", Refusal::NotReady.response().metric);
-            return respond::not_ready(self.decor);
+            let h2 = req.version() == Version::HTTP_2;
+            self.linger(req.into_body(), h2);
+            return respond::not_ready(early);
         };
         let on_upgrade =
             headers::is_upgrade_request(req.headers()).then(|| hyper::upgrade::on(&mut req));
@@ -168,6 +210,7 @@ impl Proxy {
             origin: values(h, &ORIGIN),
             access_control_request_method: values(h, &ACCESS_CONTROL_REQUEST_METHOD),
             access_control_request_headers: values(h, &ACCESS_CONTROL_REQUEST_HEADERS),
+            https,
         };
         let now = self.clock.now();
         let decision = match self.engine.decide(&bundle, facts, now) {
@@ -191,12 +234,46 @@ impl Proxy {
             peer: peer.ip(),
             client_ip,
             now,
+            decor: self.decor(&bundle.security_headers, https),
         };
         match decision {
-            Decision::Refuse(r) => self.refused(&request, r),
-            Decision::Preflight(p) => self.preflight(&request, p),
+            Decision::Refuse(r) => {
+                self.linger(body, parts.version == Version::HTTP_2);
+                self.refused(&request, r)
+            }
+            Decision::Preflight(p) => {
+                self.linger(body, parts.version == Version::HTTP_2);
+                self.preflight(&request, p)
+            }
             Decision::Allow(a) => self.forward(&request, body, on_upgrade, a).await,
         }
+    }
+
+    /// The body of a request answered before it was read. An HTTP/2 stream stays open
+    /// while the body is read (a bounded amount, for a bounded time), so frames the
+    /// client sends after the early answer are still checked by the HTTP/2 layer
+    /// (RFC 9113 §5.1, §8.1: a DATA frame after RST_STREAM, a second HEADERS, a
+    /// pseudo-header in trailers are errors) instead of being ignored on a stream
+    /// reset at once. HTTP/1 bodies are left to hyper (read or the connection closed).
+    fn linger(&self, body: Incoming, h2: bool) {
+        if !h2 || hyper::body::Body::is_end_stream(&body) {
+            return;
+        }
+        let within = self.timeouts.body_idle;
+        tokio::spawn(async move {
+            let mut body = std::pin::pin!(body);
+            let mut left = LINGER_BYTES;
+            let _ = tokio::time::timeout(within, async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    let n = frame.data_ref().map_or(0, |d| d.len());
+                    match left.checked_sub(n) {
+                        Some(l) => left = l,
+                        None => break,
+                    }
+                }
+            })
+            .await;
+        });
     }
 
     /// Step 1, the proxy's part.
@@ -290,27 +367,41 @@ impl Proxy {
         let resource = rq.resource(path.as_deref().unwrap_or(rq.parts.uri.path()));
         tracing::debug!(request = %resource, status = row.status, reason = row.reason, "refused");
         self.audit.refusal(&r.audit, resource);
-        self.triggered(r.audit.triggered, r.audit.key_id, rq.client_ip, resource);
+        self.events.refusal(rq.bundle, &r.audit, resource);
         // Only ids of existing keys are counted per key (an unknown id would create
         // table entries for made-up ids).
         let key_id = r.audit.key_name.and(r.audit.key_id);
+        self.triggered(rq, r.audit.triggered, key_id, resource);
         let t = self
             .engine
             .observe_response(rq.bundle, rq.client_ip, key_id, row.status, rq.now);
-        self.triggered(t, key_id, rq.client_ip, resource);
-        respond::refused(&r, self.decor)
+        self.triggered(rq, t, key_id, resource);
+        let location = (r.refusal == Refusal::HttpsRedirect)
+            .then(|| https_location(rq.parts))
+            .flatten();
+        if r.refusal == Refusal::HttpsRedirect && location.is_none() {
+            // No host to redirect to: refuse like any other plain-HTTP request.
+            let row = Refusal::HttpsRequired.response();
+            return respond::proxy_refusal_row(row.status, row.body, rq.decor);
+        }
+        respond::refused(&r, location, rq.decor)
     }
 
     fn preflight(&self, rq: &RequestInfo<'_>, p: Preflight<'_>) -> Response<ResponseBody> {
         self.metrics.request("preflight", "ok");
         if let Some(dry) = &p.dry_run {
             let resource = rq.resource(rq.parts.uri.path());
-            self.dry_run(dry, resource);
+            self.dry_run(rq.bundle, dry, resource);
         }
-        respond::preflight(&p, self.decor)
+        respond::preflight(&p, rq.decor)
     }
 
-    fn dry_run(&self, e: &crate::engine::AuditEvent<'_>, resource: Resource<'_>) {
+    fn dry_run(
+        &self,
+        bundle: &CompiledBundle,
+        e: &crate::engine::AuditEvent<'_>,
+        resource: Resource<'_>,
+    ) {
         self.metrics
             .dry_run
             .get_or_create(&ReasonLabels {
@@ -318,6 +409,7 @@ impl Proxy {
             })
             .inc();
         self.audit.refusal(e, resource);
+        self.events.refusal(bundle, e, resource);
     }
 
     /// Steps 13-14.
@@ -336,10 +428,10 @@ impl Proxy {
         self.metrics.request("allowed", reason);
         let resource = rq.resource(&a.path);
         if let Some(dry) = &a.dry_run {
-            self.dry_run(dry, resource);
+            self.dry_run(rq.bundle, dry, resource);
         }
         let refuse =
-            |p: ProxyRefusal| respond::proxy_refusal(p, Some(&a.rate), a.cors.as_ref(), self.decor);
+            |p: ProxyRefusal| respond::proxy_refusal(p, Some(&a.rate), a.cors.as_ref(), rq.decor);
 
         let Ok(uri) = self.upstream_uri(rq.parts, &a.path) else {
             return refuse(ProxyRefusal::BadRequest);
@@ -347,7 +439,7 @@ impl Proxy {
         let forwarding = Forwarding {
             peer: rq.peer,
             peer_trusted: self.trusted.contains(rq.peer),
-            tls: self.decor.tls,
+            tls: self.tls,
             identity: a.identity,
             upgrade: on_upgrade.is_some(),
             authority: rq.parts.uri.authority(),
@@ -404,7 +496,7 @@ impl Proxy {
             status.as_u16(),
             self.clock.now(),
         );
-        self.triggered(t, key_id, rq.client_ip, resource);
+        self.triggered(rq, t, key_id, resource);
 
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         let slot = a.in_flight.detach();
@@ -412,7 +504,7 @@ impl Proxy {
         let (mut head, body) = resp.into_parts();
         headers::clean_response(&mut head.headers, switching);
         head.version = rq.parts.version;
-        self.decor.apply(&mut head.headers);
+        rq.decor.apply(&mut head.headers);
         if let Some(cors) = &a.cors {
             cors.for_each(|n, v| headers::put(&mut head.headers, n, v));
         }
@@ -463,11 +555,20 @@ impl Proxy {
             .inc();
     }
 
-    /// Lockouts and cooldowns a request started: metrics and audit.
-    fn triggered(&self, t: Triggered, key_id: Option<&str>, ip: IpAddr, resource: Resource<'_>) {
+    /// Lockouts and cooldowns a request started: metrics, audit and Events.
+    /// `key_id` is the id of an existing key named by the request, if any.
+    fn triggered(
+        &self,
+        rq: &RequestInfo<'_>,
+        t: Triggered,
+        key_id: Option<&str>,
+        resource: Resource<'_>,
+    ) {
         if !t.any() {
             return;
         }
+        let ip = rq.client_ip;
+        self.events.triggered(rq.bundle, t, key_id, ip, resource);
         for (on, family, event, subject) in [
             (
                 t.ip_lockout,
@@ -509,6 +610,31 @@ struct RequestInfo<'a> {
     peer: IpAddr,
     client_ip: IpAddr,
     now: Now,
+    decor: Decor<'a>,
+}
+
+/// `X-Forwarded-Proto: https` (the last value: the nearest proxy's), to be believed
+/// only from a trusted peer.
+fn forwarded_https(h: &HeaderMap) -> bool {
+    h.get_all(headers::X_FORWARDED_PROTO)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|p| p.trim_ascii().eq_ignore_ascii_case(b"https"))
+}
+
+/// The `https://` URL of a plain-HTTP request (its host without the port, its path and
+/// query as sent); `None` without a valid host.
+fn https_location(parts: &Parts) -> Option<HeaderValue> {
+    let authority = match parts.uri.authority() {
+        Some(a) => a.clone(),
+        None => {
+            let host = parts.headers.get(http::header::HOST)?.to_str().ok()?;
+            host.parse::<http::uri::Authority>().ok()?
+        }
+    };
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    HeaderValue::from_str(&format!("https://{}{pq}", authority.host())).ok()
 }
 
 impl<'a> RequestInfo<'a> {
