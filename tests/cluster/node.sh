@@ -57,12 +57,14 @@ node_install_packages() {
 		if [[ ! -e $policy ]]; then
 			printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
 		fi
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; } ||
-			{
-				((made_policy)) && rm -f "$policy"
-				die "installing ${need[*]} with apt-get failed"
-			}
-		((made_policy)) && rm -f "$policy"
+		# (`if`, not `((made_policy)) && rm`: the latter's status 1 when the machine
+		# already had a policy-rc.d ended `up` under set -e without a word.)
+		if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; then
+			if ((made_policy)); then rm -f "$policy"; fi
+			die "installing ${need[*]} with apt-get failed"
+		fi
+		if ((made_policy)); then rm -f "$policy"; fi
+		log "installed ${need[*]}"
 	else
 		die "the node needs the Debian packages ${need[*]} (run as root with apt-get, or set TURNPIKE_CLUSTER_NODE=0)"
 	fi
