@@ -476,9 +476,10 @@ node_footprint() {
 	echo "## routes"
 	ip route show | sort
 	echo "## iptables"
-	# A machine that never loaded an iptables table prints nothing: grep's "no line
-	# selected" (status 1) is not an error here.
-	{ iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; } | { grep -vE '^(#|:)' || true; } | sed 's/\[[0-9]*:[0-9]*\]//' | sort
+	# Rules only: table headers (`*nat`) and `COMMIT` appear once kube-proxy has loaded
+	# a table and stay after every rule is gone (the kernel keeps the table), and a
+	# machine that never loaded one prints nothing at all (grep's status 1 is fine).
+	{ iptables-save 2>/dev/null; ip6tables-save 2>/dev/null; } | { grep -vE '^(#|:|\*|COMMIT$)' || true; } | sed 's/\[[0-9]*:[0-9]*\]//' | sort
 	echo "## cgroups"
 	list_cgroups
 	echo "## netns"
