@@ -22,6 +22,7 @@ use crate::{
     duration::Duration,
     hash::PhcHash,
     shard::ShardRef,
+    signing::{BundleSignature, BundleSigner, SignatureError, TrustedKeys},
     token::KeyId,
     types::{BackendKind, Bucket, CredentialSource, DefaultAction, FailureMode, Method, Mode},
 };
@@ -84,6 +85,12 @@ pub struct KeyBundle {
     pub target: String,
     /// Session epoch: raising it invalidates every sidecar's verified-key cache at once.
     pub epoch: u64,
+    /// Grows with every change of this file the operator signs (see
+    /// [`crate::signing`]): a sidecar refuses a signed bundle older than the one it
+    /// holds, so an old, validly signed bundle cannot be replayed. 0 (not serialised)
+    /// in unsigned bundles.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
     /// Extra key shards this `keys.json` needs, in order (see [`crate::shard`]). Empty,
     /// and then not serialised, when every key fits here: such a bundle is byte for byte
     /// what it was before sharding existed.
@@ -91,6 +98,10 @@ pub struct KeyBundle {
     pub shards: Vec<ShardRef>,
     /// Keys by id (with shards: the first ones; the rest are in the shards).
     pub keys: BTreeMap<KeyId, KeyEntry>,
+    /// Signatures over this file (not covered by the content hash, see
+    /// [`Sealed::seal`]); empty, and not serialised, when unsigned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<BundleSignature>,
 }
 
 /// One key as the sidecar sees it. Never holds a token; `Debug` of the hashes is masked.
@@ -161,6 +172,12 @@ pub struct PolicyBundle {
     pub cors: Option<CorsConfig>,
     /// Names of the policies this bundle was compiled from, by kind.
     pub sources: Sources,
+    /// As [`KeyBundle::generation`], for this file.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+    /// As [`KeyBundle::signatures`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<BundleSignature>,
 }
 
 /// Which policy of each kind is in force for the target.
@@ -434,7 +451,7 @@ pub enum BundleError {
     },
 }
 
-/// Bundles that carry a content hash.
+/// Bundles that carry a content hash (and may carry signatures).
 pub trait Sealed: Serialize + Sized {
     /// Data key the bundle lives under.
     const FILE: &'static str;
@@ -444,12 +461,50 @@ pub trait Sealed: Serialize + Sized {
     fn content_hash(&self) -> &str;
     /// The format field.
     fn format(&self) -> u32;
+    /// The signatures.
+    fn signatures(&self) -> &[BundleSignature];
+    /// Mutable access to the signatures.
+    fn signatures_mut(&mut self) -> &mut Vec<BundleSignature>;
+    /// The file name signatures are bound to (a shard's own `keys-<n>.json`).
+    fn signed_file(&self) -> String {
+        Self::FILE.to_string()
+    }
+    /// Namespace and target the bundle names.
+    fn scope(&self) -> (&str, &str);
 
-    /// Computes and stores the content hash.
+    /// Computes and stores the content hash: SHA-256 of the canonical JSON with an
+    /// empty `contentHash` and no signatures (so signing never changes the hash, and
+    /// the hash is what is signed).
     fn seal(&mut self) {
         *self.content_hash_mut() = String::new();
+        let signatures = std::mem::take(self.signatures_mut());
         let digest = digest_json(self);
         *self.content_hash_mut() = digest;
+        *self.signatures_mut() = signatures;
+    }
+
+    /// Replaces the signatures with `signer`'s over the current content hash (seal
+    /// first).
+    fn sign(&mut self, signer: &BundleSigner) {
+        let (namespace, target) = self.scope();
+        let signatures = signer.sign(&self.signed_file(), namespace, target, self.content_hash());
+        *self.signatures_mut() = signatures;
+    }
+
+    /// Checks that a trusted key signed this file (as parsed: its content hash was
+    /// checked by [`parse`]).
+    ///
+    /// # Errors
+    /// Unsigned, or no valid signature by a key of `trust`.
+    fn verify(&self, trust: &TrustedKeys) -> Result<(), SignatureError> {
+        let (namespace, target) = self.scope();
+        trust.verify(
+            self.signatures(),
+            &self.signed_file(),
+            namespace,
+            target,
+            self.content_hash(),
+        )
     }
 
     /// Canonical JSON (what the operator writes).
@@ -457,6 +512,10 @@ pub trait Sealed: Serialize + Sized {
         // Serialising plain data structures with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn digest_json<T: Serialize>(value: &T) -> String {
@@ -520,6 +579,15 @@ impl Sealed for KeyBundle {
     fn format(&self) -> u32 {
         self.format
     }
+    fn signatures(&self) -> &[BundleSignature] {
+        &self.signatures
+    }
+    fn signatures_mut(&mut self) -> &mut Vec<BundleSignature> {
+        &mut self.signatures
+    }
+    fn scope(&self) -> (&str, &str) {
+        (&self.namespace, &self.target)
+    }
 }
 
 impl Sealed for PolicyBundle {
@@ -532,6 +600,15 @@ impl Sealed for PolicyBundle {
     }
     fn format(&self) -> u32 {
         self.format
+    }
+    fn signatures(&self) -> &[BundleSignature] {
+        &self.signatures
+    }
+    fn signatures_mut(&mut self) -> &mut Vec<BundleSignature> {
+        &mut self.signatures
+    }
+    fn scope(&self) -> (&str, &str) {
+        (&self.namespace, &self.target)
     }
 }
 

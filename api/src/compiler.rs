@@ -253,6 +253,8 @@ pub fn compile(inputs: &Inputs<'_>) -> Output {
             rate_limit: rate_cfg,
             cors: cors_cfg,
             sources,
+            generation: 0,
+            signatures: Vec::new(),
         };
         policy.seal();
         let mut key_bundle = KeyBundle {
@@ -261,12 +263,14 @@ pub fn compile(inputs: &Inputs<'_>) -> Output {
             namespace: inputs.namespace.to_string(),
             target: target.clone(),
             epoch: inputs.epoch,
+            generation: 0,
             shards: Vec::new(),
             keys: keys
                 .iter()
                 .filter(|k| k.all_targets || k.targets.contains(target))
                 .map(|k| (k.id.clone(), k.entry.clone()))
                 .collect(),
+            signatures: Vec::new(),
         };
         key_bundle.seal();
         bundles.insert(

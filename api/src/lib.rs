@@ -15,6 +15,7 @@ pub mod pod;
 pub mod route;
 pub mod security_headers;
 pub mod shard;
+pub mod signing;
 pub mod token;
 pub mod types;
 pub mod validate;

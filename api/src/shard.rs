@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     bundle::{FORMAT, KEYS_FILE, KeyBundle, KeyEntry, MAX_KEY_SHARDS, Sealed, shard_file},
+    signing::{BundleSignature, MAX_SIGNATURES, SignatureError},
     token::KeyId,
 };
 
@@ -79,6 +80,9 @@ pub struct KeyShard {
     pub shard: usize,
     /// Keys by id; no id appears in two files of one target.
     pub keys: BTreeMap<KeyId, KeyEntry>,
+    /// Signatures over this file (see [`crate::signing`]); empty when unsigned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<BundleSignature>,
 }
 
 impl Sealed for KeyShard {
@@ -92,6 +96,18 @@ impl Sealed for KeyShard {
     }
     fn format(&self) -> u32 {
         self.format
+    }
+    fn signatures(&self) -> &[BundleSignature] {
+        &self.signatures
+    }
+    fn signatures_mut(&mut self) -> &mut Vec<BundleSignature> {
+        &mut self.signatures
+    }
+    fn signed_file(&self) -> String {
+        shard_file(self.shard)
+    }
+    fn scope(&self) -> (&str, &str) {
+        (&self.namespace, &self.target)
     }
 }
 
@@ -224,6 +240,9 @@ pub enum ShardError {
         /// Second file holding it.
         second: String,
     },
+    /// A shard's signature is missing or not by a trusted key.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
 }
 
 /// Splits a compiled key bundle into `keys.json` and extra shards of at most
@@ -248,7 +267,9 @@ pub fn split_with_budget(bundle: &KeyBundle, budget: usize) -> Result<Sharded, S
         .collect();
     let whole = json_len(&bundle.clone_envelope()) + sizes.iter().sum::<usize>()
         - usize::from(!sizes.is_empty());
-    if bundle.shards.is_empty() && whole <= budget {
+    // Signing comes after the split: keep room for the largest signature list and
+    // generation, so a signed file stays within the budget too.
+    if bundle.shards.is_empty() && whole + signing_room() <= budget {
         return Ok(Sharded {
             primary: bundle.clone(),
             shards: Vec::new(),
@@ -307,6 +328,7 @@ pub fn split_with_budget(bundle: &KeyBundle, budget: usize) -> Result<Sharded, S
                 epoch: bundle.epoch,
                 shard: i + 1,
                 keys,
+                signatures: Vec::new(),
             };
             shard.seal();
             shard
@@ -318,6 +340,7 @@ pub fn split_with_budget(bundle: &KeyBundle, budget: usize) -> Result<Sharded, S
         namespace: bundle.namespace.clone(),
         target: bundle.target.clone(),
         epoch: bundle.epoch,
+        generation: bundle.generation,
         shards: shards
             .iter()
             .map(|s| ShardRef {
@@ -326,6 +349,7 @@ pub fn split_with_budget(bundle: &KeyBundle, budget: usize) -> Result<Sharded, S
             })
             .collect(),
         keys: first,
+        signatures: Vec::new(),
     };
     primary.seal();
     Ok(Sharded { primary, shards })
@@ -360,10 +384,33 @@ impl KeyBundle {
             namespace: self.namespace.clone(),
             target: self.target.clone(),
             epoch: self.epoch,
+            generation: self.generation,
             shards: self.shards.clone(),
             keys: BTreeMap::new(),
+            signatures: self.signatures.clone(),
         }
     }
+}
+
+/// The largest signature list a file may carry, for the envelope sizes: signing happens
+/// after the split, so the budget keeps room for it.
+fn room_for_signatures() -> Vec<BundleSignature> {
+    vec![
+        BundleSignature {
+            key_id: "0".repeat(16),
+            value: "A".repeat(88),
+        };
+        MAX_SIGNATURES
+    ]
+}
+
+/// Bytes that signing may add to a file: the largest signature list and generation
+/// with their field names.
+pub fn signing_room() -> usize {
+    json_len(&room_for_signatures())
+        + r#","signatures":"#.len()
+        + r#","generation":"#.len()
+        + json_len(&u64::MAX)
 }
 
 fn primary_envelope(bundle: &KeyBundle) -> usize {
@@ -374,6 +421,7 @@ fn primary_envelope(bundle: &KeyBundle) -> usize {
         namespace: bundle.namespace.clone(),
         target: bundle.target.clone(),
         epoch: bundle.epoch,
+        generation: u64::MAX,
         shards: (1..MAX_KEY_SHARDS)
             .map(|n| ShardRef {
                 file: shard_file(n),
@@ -381,6 +429,7 @@ fn primary_envelope(bundle: &KeyBundle) -> usize {
             })
             .collect(),
         keys: BTreeMap::new(),
+        signatures: room_for_signatures(),
     };
     json_len(&envelope)
 }
@@ -394,6 +443,7 @@ fn shard_envelope(bundle: &KeyBundle) -> usize {
         epoch: bundle.epoch,
         shard: MAX_KEY_SHARDS,
         keys: BTreeMap::new(),
+        signatures: room_for_signatures(),
     };
     json_len(&envelope)
 }
@@ -457,8 +507,18 @@ pub fn parse_shard(file: &str, text: &str) -> Result<KeyShard, ShardError> {
 /// appear twice. The result has every key, no shard list, and the primary's content
 /// hash (which covers the shards' hashes, so it still identifies the whole set).
 pub fn merge(
+    primary: KeyBundle,
+    files: &BTreeMap<String, String>,
+) -> Result<KeyBundle, ShardError> {
+    merge_checked(primary, files, |_| Ok(()))
+}
+
+/// [`merge`], with `check` run on every shard once it is parsed (the sidecar checks
+/// each shard's signature here).
+pub fn merge_checked(
     mut primary: KeyBundle,
     files: &BTreeMap<String, String>,
+    check: impl Fn(&KeyShard) -> Result<(), SignatureError>,
 ) -> Result<KeyBundle, ShardError> {
     let listed = listed(&primary)?;
     let mut origin: BTreeMap<KeyId, usize> = BTreeMap::new();
@@ -492,6 +552,7 @@ pub fn merge(
         if shard.shard != n {
             return mismatch("shard", n.to_string(), shard.shard.to_string());
         }
+        check(&shard)?;
         shards.push(shard);
     }
     let file_of = |n: usize| {

@@ -101,6 +101,9 @@ fn run(label: &str, all_targets: bool) {
     let (keys, access, materials) = world(all_targets);
     let now: Timestamp = "2026-11-23T12:00:00Z".parse().expect("time");
     let empty = BTreeMap::new();
+    // Signed, as the operator writes them (one Ed25519 signature per file).
+    let signer = turnpike_api::signing::BundleSigner::from_seeds([[7u8; 32].as_slice()])
+        .expect("a 32-byte seed");
     let snap = |bundles| Snapshot {
         namespace: "shop",
         api_keys: &keys,
@@ -112,6 +115,7 @@ fn run(label: &str, all_targets: bool) {
         extra_targets: &[],
         now,
         shard_budget: SHARD_BUDGET,
+        signer: Some(&signer),
     };
     let started = Instant::now();
     let cold = plan(&snap(&empty));

@@ -33,6 +33,7 @@ pub async fn run(
     identity: String,
     observer: Arc<dyn Observer>,
     sidecar_rbac: crate::sidecar_rbac::Mode,
+    signer: Arc<turnpike_api::signing::BundleSigner>,
     shutdown: CancellationToken,
 ) {
     let reporter = Reporter {
@@ -45,7 +46,8 @@ pub async fn run(
             Recorder::new(client.clone(), reporter),
             observer,
         )
-        .with_sidecar_rbac(sidecar_rbac),
+        .with_sidecar_rbac(sidecar_rbac)
+        .with_signer(signer),
     );
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let all = watcher::Config::default();

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_secret;
+pub mod bundle_signing;
 pub mod controller;
 pub mod http;
 pub mod keys;

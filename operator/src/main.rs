@@ -401,7 +401,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "turnpike-system".into());
     let identity = identity(args.identity);
-    let webhook_settings = args.webhook.settings(&namespace)?;
+    let mut webhook_settings = args.webhook.settings(&namespace)?;
     let sidecar_rbac = args.webhook.sidecar_rbac();
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
@@ -420,6 +420,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("no Kubernetes API server found (in-cluster config or KUBECONFIG)")?;
     preflight(&client, &namespace).await?;
+    let signer = std::sync::Arc::new(
+        turnpike_operator::bundle_signing::load_or_create(&client, &namespace)
+            .await
+            .context("loading the bundle signing key")?,
+    );
+    if let Some(settings) = webhook_settings.as_mut() {
+        settings.injector.bundle_trust = Some(signer.public().to_env());
+    }
     // Every replica serves the webhook (the Service spreads calls over them); only the
     // leader renews certificates and registers the configuration (below).
     let injector = match webhook_settings {
@@ -460,6 +468,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             identity.clone(),
             observer,
             sidecar_rbac,
+            std::sync::Arc::clone(&signer),
             stop_controller.clone(),
         ));
         let registrar = injector

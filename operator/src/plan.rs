@@ -14,6 +14,7 @@ use turnpike_api::{
     bundle::Sealed,
     compiler::{self, Inputs, KeyMaterial, Kind, Outcome},
     shard::{self, ShardError},
+    signing::BundleSigner,
     types::{
         AccessPolicy, ApiKey, ApiKeyStatus, CorsPolicy, KeyPhase, PolicyStatus, RateLimitPolicy,
     },
@@ -50,6 +51,9 @@ pub struct Snapshot<'a> {
     /// Most bytes of JSON per key file ([`shard::SHARD_BUDGET`]; tests use less to
     /// shard a few keys).
     pub shard_budget: usize,
+    /// The bundle signing key(s) (see [`turnpike_api::signing`]); `None` writes
+    /// unsigned bundles (tests of everything else).
+    pub signer: Option<&'a BundleSigner>,
 }
 
 /// A target's bundle objects as found in the cluster.
@@ -264,7 +268,7 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
                 .take(MAX_OWNERS.saturating_sub(owners.len())),
         );
 
-        let sharded = match shard::split_with_budget(&b.keys, s.shard_budget) {
+        let mut sharded = match shard::split_with_budget(&b.keys, s.shard_budget) {
             Ok(sharded) => sharded,
             Err(e) => {
                 // Nothing of this target is written, so its objects stay a consistent
@@ -273,9 +277,34 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
                 continue;
             }
         };
-        let keys_json = sharded.primary.to_json();
-        let policy_json = b.policy.to_json();
         let existing = s.bundles.get(target);
+        let mut policy = b.policy.clone();
+        if let Some(signer) = s.signer {
+            // A shard's content hash leaves its signatures out, so the primary's pins
+            // stay as they are.
+            for shard in &mut sharded.shards {
+                shard.sign(signer);
+            }
+            let old = |f: fn(&ExistingBundle) -> Option<&String>| {
+                existing.and_then(f).map(String::as_str)
+            };
+            seal_signed(
+                &mut sharded.primary,
+                |k| &mut k.generation,
+                old(|e| e.keys.as_ref()),
+                signer,
+                s.now,
+            );
+            seal_signed(
+                &mut policy,
+                |p| &mut p.generation,
+                old(|e| e.policy.as_ref()),
+                signer,
+                s.now,
+            );
+        }
+        let keys_json = sharded.primary.to_json();
+        let policy_json = policy.to_json();
         let unchanged = existing.is_some_and(|e| {
             e.keys.as_deref() == Some(keys_json.as_str())
                 && e.policy.as_deref() == Some(policy_json.as_str())
@@ -313,7 +342,7 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
                         "bundle for target {target} updated: {} keys in {} Secret(s), policy {}",
                         b.keys.keys.len(),
                         1 + sharded.shards.len(),
-                        short(&b.policy.content_hash)
+                        short(&policy.content_hash)
                     ),
                     severity: Severity::Normal,
                 });
@@ -325,7 +354,7 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
                 owners,
                 hashes: (
                     sharded.primary.content_hash.clone(),
-                    b.policy.content_hash.clone(),
+                    policy.content_hash.clone(),
                 ),
                 shards,
                 stale_shards,
@@ -387,6 +416,42 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
     }
     plan.outcomes = out.outcomes;
     plan
+}
+
+/// The generation and content hash of a bundle file as written, read without keeping
+/// the rest.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WrittenHead {
+    #[serde(default)]
+    generation: u64,
+    #[serde(default)]
+    content_hash: String,
+}
+
+/// Seals and signs `doc`, keeping the written file's generation when the content is
+/// the same (so an unchanged bundle is byte for byte what is there: no write) and
+/// raising it otherwise, to at least the clock in milliseconds: generations then grow
+/// across operator restarts and leader changes, and a replayed old file is always
+/// below the one a sidecar holds.
+fn seal_signed<T: Sealed>(
+    doc: &mut T,
+    generation: fn(&mut T) -> &mut u64,
+    written: Option<&str>,
+    signer: &BundleSigner,
+    now: Timestamp,
+) {
+    let head: WrittenHead = written
+        .and_then(|w| serde_json::from_str(w).ok())
+        .unwrap_or_default();
+    *generation(doc) = head.generation;
+    doc.seal();
+    if doc.content_hash() != head.content_hash {
+        let clock = u64::try_from(now.as_millisecond()).unwrap_or(0);
+        *generation(doc) = head.generation.saturating_add(1).max(clock);
+        doc.seal();
+    }
+    doc.sign(signer);
 }
 
 /// Condition reason (and Event reason) of a resource whose target's keys need more

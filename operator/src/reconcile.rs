@@ -61,6 +61,8 @@ pub struct Context {
     /// nothing unless the injector gives sidecars an API token
     /// (`--sidecar-bundle-source api`).
     pub sidecar_rbac: crate::sidecar_rbac::Mode,
+    /// The bundle signing key(s); `None` writes unsigned bundles.
+    pub signer: Option<Arc<turnpike_api::signing::BundleSigner>>,
 }
 
 impl Context {
@@ -73,7 +75,14 @@ impl Context {
             failures: std::sync::Mutex::new(BTreeMap::new()),
             shard_budget: SHARD_BUDGET,
             sidecar_rbac: crate::sidecar_rbac::Mode::RoleAndBinding,
+            signer: None,
         }
+    }
+
+    /// The same context signing every bundle with `signer`.
+    pub fn with_signer(mut self, signer: Arc<turnpike_api::signing::BundleSigner>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// The same context with another [`crate::sidecar_rbac::Mode`] (what it no longer
@@ -598,6 +607,7 @@ async fn reconcile_inner(ns_obj: &Namespace, ctx: &Context) -> Result<Action, Er
         extra_targets: &[],
         now,
         shard_budget: ctx.shard_budget,
+        signer: ctx.signer.as_deref(),
     });
     // The sidecars' Role before the bundles, so a new target's (or shard's) sidecar is
     // authorised by the time its objects exist; its removal after them, so running

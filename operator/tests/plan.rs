@@ -9,10 +9,11 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
 use turnpike_api::{
-    bundle::{self, KeyBundle},
+    bundle::{self, KeyBundle, PolicyBundle, Sealed as _},
     compiler::Kind,
     hash::PhcHash,
     shard::{self, SHARD_BUDGET},
+    signing::{BundleSigner, TrustedKeys},
     token::KeyId,
     types::*,
 };
@@ -96,6 +97,7 @@ struct World {
     bundles: BTreeMap<String, ExistingBundle>,
     now: Timestamp,
     budget: usize,
+    signer: Option<BundleSigner>,
 }
 
 impl World {
@@ -107,6 +109,7 @@ impl World {
             bundles: BTreeMap::new(),
             now: now(),
             budget: SHARD_BUDGET,
+            signer: None,
         }
     }
 
@@ -122,6 +125,7 @@ impl World {
             extra_targets: &[],
             now: self.now,
             shard_budget: self.budget,
+            signer: self.signer.as_ref(),
         })
     }
 
@@ -546,13 +550,13 @@ fn a_bundle_that_fits_has_no_shards() {
 fn shrinking_deletes_the_shards_the_primary_no_longer_lists() {
     let mut w = World::new();
     w.budget = BUDGET;
-    add_keys(&mut w, "orders", 0, 30);
+    add_keys(&mut w, "orders", 0, 45);
     let p = w.plan();
     let before = p.writes[0].shards.len();
     w.apply(&p);
 
     // Fewer keys: one shard fewer.
-    let keep = 22;
+    let keep = 25;
     w.keys.truncate(keep);
     let p = w.plan();
     let write = &p.writes[0];
@@ -676,4 +680,119 @@ fn a_target_over_the_maximum_is_left_as_it_was_and_reported() {
     };
     assert_eq!(reason, "Active");
     assert_eq!(read_back(&w, "big").keys.len(), 50);
+}
+
+fn signer(seeds: &[u8]) -> BundleSigner {
+    let seeds: Vec<[u8; 32]> = seeds.iter().map(|b| [*b; 32]).collect();
+    BundleSigner::from_seeds(seeds.iter().map(|s| s.as_slice())).unwrap()
+}
+
+/// Checks every file of `target`'s bundle as a sidecar trusting `trust` does, and
+/// returns (keys generation, policy generation).
+fn verify_written(w: &World, target: &str, trust: &TrustedKeys) -> (u64, u64) {
+    let b = &w.bundles[target];
+    let primary: KeyBundle = bundle::parse(b.keys.as_deref().unwrap()).unwrap();
+    primary.verify(trust).unwrap();
+    let policy: PolicyBundle = bundle::parse(b.policy.as_deref().unwrap()).unwrap();
+    policy.verify(trust).unwrap();
+    let files = b
+        .shards
+        .iter()
+        .map(|(n, s)| (bundle::shard_file(*n), s.keys.clone().unwrap()))
+        .collect();
+    shard::merge_checked(primary.clone(), &files, |s| s.verify(trust)).unwrap();
+    (primary.generation, policy.generation)
+}
+
+#[test]
+fn signed_bundles_verify_keep_their_generation_while_unchanged_and_grow_on_change() {
+    let mut w = World::new();
+    w.budget = BUDGET;
+    w.signer = Some(signer(&[1]));
+    let trust = signer(&[1]).public();
+    add_keys(&mut w, "orders", 0, 30);
+    w.access.push(access("orders", Some("orders"), 1));
+    let p = w.plan();
+    w.apply(&p);
+    assert!(
+        !w.bundles["orders"].shards.is_empty(),
+        "the test covers shards"
+    );
+    let (k1, p1) = verify_written(&w, "orders", &trust);
+    let clock = u64::try_from(w.now.as_millisecond()).unwrap();
+    assert_eq!(
+        (k1, p1),
+        (clock, clock),
+        "a first signed write takes the clock"
+    );
+
+    // Unchanged: a second pass, even an hour later, writes nothing.
+    w.now += jiff::SignedDuration::from_hours(1);
+    assert!(w.plan().writes.is_empty(), "{:?}", w.plan().writes);
+
+    // A new key: the keys file's generation grows, the policy's stays.
+    add_keys(&mut w, "orders", 30, 1);
+    let p = w.plan();
+    assert_eq!(p.writes.len(), 1);
+    w.apply(&p);
+    let (k2, p2) = verify_written(&w, "orders", &trust);
+    assert!(k2 > k1, "{k2} > {k1}");
+    assert_eq!(p2, p1);
+
+    // A clock stepped back a day still never lowers a generation.
+    w.now -= jiff::SignedDuration::from_hours(24);
+    add_keys(&mut w, "orders", 31, 1);
+    let p = w.plan();
+    w.apply(&p);
+    let (k3, _) = verify_written(&w, "orders", &trust);
+    assert_eq!(k3, k2 + 1);
+    assert!(w.plan().writes.is_empty());
+}
+
+#[test]
+fn a_rotation_re_signs_every_file_with_both_keys_without_a_new_generation() {
+    let mut w = World::new();
+    w.signer = Some(signer(&[1]));
+    add_keys(&mut w, "orders", 0, 3);
+    w.access.push(access("orders", Some("orders"), 1));
+    let p = w.plan();
+    w.apply(&p);
+    let before = verify_written(&w, "orders", &signer(&[1]).public());
+
+    // Overlap: new key 2 first, old key 1 still signing.
+    w.signer = Some(signer(&[2, 1]));
+    let p = w.plan();
+    assert_eq!(
+        p.writes.len(),
+        1,
+        "the signatures changed, so the files are written"
+    );
+    w.apply(&p);
+    for trust in [signer(&[1]).public(), signer(&[2]).public()] {
+        assert_eq!(
+            verify_written(&w, "orders", &trust),
+            before,
+            "same content, same generation"
+        );
+    }
+    assert!(w.plan().writes.is_empty());
+
+    // After the overlap only the new key signs: old-only sidecars would refuse.
+    w.signer = Some(signer(&[2]));
+    let p = w.plan();
+    w.apply(&p);
+    verify_written(&w, "orders", &signer(&[2]).public());
+    let primary: KeyBundle = bundle::parse(w.bundles["orders"].keys.as_deref().unwrap()).unwrap();
+    assert!(primary.verify(&signer(&[1]).public()).is_err());
+}
+
+#[test]
+fn an_unsigned_plan_writes_no_generation_or_signature_field() {
+    let mut w = World::new();
+    add_keys(&mut w, "orders", 0, 3);
+    w.access.push(access("orders", Some("orders"), 1));
+    let p = w.plan();
+    assert!(!p.writes[0].keys_json.contains("signatures"));
+    assert!(!p.writes[0].keys_json.contains("generation"));
+    assert!(!p.writes[0].policy_json.contains("signatures"));
 }

@@ -10,7 +10,7 @@ use turnpike_operator::webhook::{
     config::SidecarMode,
     review::{Admission, Verdict},
 };
-use webhook_support::{CASES, check, config, namespaces, outcome, review_bytes};
+use webhook_support::{CASES, TRUST, check, config, namespaces, outcome, review_bytes};
 
 #[tokio::test]
 async fn every_fixture_matches_its_snapshot() {
@@ -60,10 +60,10 @@ async fn injected_pods_have_the_contracted_shape() {
             "0.0.0.0:9901",
             "--admin-token-file",
             "/var/run/turnpike/admin/token",
-            "--bundle-source",
-            "api",
             "--target",
-            "orders"
+            "orders",
+            "--bundle-source",
+            "api"
         ])
     );
     // The downward API gives the sidecar its namespace (the default of --namespace),
@@ -73,7 +73,8 @@ async fn injected_pods_have_the_contracted_shape() {
         json!([
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "TURNPIKE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "TURNPIKE_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
+            {"name": "TURNPIKE_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {"name": "TURNPIKE_BUNDLE_TRUST", "value": TRUST}
         ])
     );
     assert_eq!(

@@ -127,6 +127,17 @@ pub struct Args {
     #[arg(long, env = "TURNPIKE_EVENT_SERIES_INTERVAL", default_value = "30s")]
     pub event_series_interval: Duration,
 
+    /// Public keys (base64 Ed25519, comma-separated) one of which must have signed every
+    /// mounted or API bundle file; the webhook injects the operator's. Bundles not
+    /// signed by one of them are refused (the last good one stays in force).
+    #[arg(long, env = "TURNPIKE_BUNDLE_TRUST", value_name = "KEY,...")]
+    pub bundle_trust: Option<String>,
+
+    /// Development only: accept mounted or API bundles without a signature. Anyone
+    /// who may write Secrets in the namespace can then add keys.
+    #[arg(long, env = "TURNPIKE_INSECURE_UNSIGNED_BUNDLES")]
+    pub insecure_unsigned_bundles: bool,
+
     /// How often the bundle source is checked for changes.
     #[arg(long, env = "TURNPIKE_RELOAD_INTERVAL", default_value = "1s")]
     pub reload_interval: Duration,
@@ -304,6 +315,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Bundle source.
     pub source: Source,
+    /// What a bundle must satisfy (signature, target).
+    pub admission: crate::source::Admission,
     /// Where Events go.
     pub events: EventsMode,
     /// Least time between two writes of one Event's series.
@@ -349,6 +362,12 @@ pub enum ConfigError {
     /// `--target` without `--manifests`, or the reverse.
     #[error("{0}")]
     LocalMode(&'static str),
+    /// Signature settings that do not fit the source.
+    #[error("{0}")]
+    Signing(&'static str),
+    /// A bad `--bundle-trust`.
+    #[error("--bundle-trust: {0}")]
+    Trust(#[from] turnpike_api::signing::SignatureError),
     /// A bad target or namespace name.
     #[error("--{flag}: {message}")]
     Name {
@@ -510,11 +529,66 @@ impl Config {
         };
         let event_series_interval = positive("event-series-interval", args.event_series_interval)?;
         let events = args.events;
+        let admission = Self::admission(&args, &source)?;
         let mut config = Self::rest(args, source, env_admin_token)?;
+        config.admission = admission;
         config.events = events;
         config.event_series_interval = event_series_interval;
         config.pod = pod;
         Ok(config)
+    }
+
+    /// Signature and target checks for `source`: a mounted or API bundle needs a trust
+    /// list, or the explicit development flag; local mode compiles in process and
+    /// needs neither.
+    fn admission(args: &Args, source: &Source) -> Result<crate::source::Admission, ConfigError> {
+        let trust = args
+            .bundle_trust
+            .as_deref()
+            .filter(|t| !t.trim().is_empty());
+        if let Source::Manifests { .. } = source {
+            if trust.is_some() {
+                return Err(ConfigError::Signing(
+                    "--bundle-trust applies to mounted or API bundles; local mode (--manifests) compiles the manifests in process",
+                ));
+            }
+            return Ok(crate::source::Admission::default());
+        }
+        let trust = match (trust, args.insecure_unsigned_bundles) {
+            (Some(_), true) => {
+                return Err(ConfigError::Signing(
+                    "choose one: --bundle-trust KEYS or --insecure-unsigned-bundles",
+                ));
+            }
+            (Some(t), false) => Some(turnpike_api::signing::TrustedKeys::parse(t)?),
+            (None, true) => None,
+            (None, false) => {
+                return Err(ConfigError::Signing(
+                    "a mounted or API bundle must be signed: give --bundle-trust KEYS ($TURNPIKE_BUNDLE_TRUST; the Turnpike webhook injects it), or --insecure-unsigned-bundles for development",
+                ));
+            }
+        };
+        let expect =
+            match source {
+                Source::Api {
+                    namespace, target, ..
+                } => Some((namespace.clone(), target.clone())),
+                Source::Dir(_) => match &args.target {
+                    None => None,
+                    Some(target) => {
+                        let namespace = args
+                        .namespace
+                        .clone()
+                        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+                        .ok_or(ConfigError::LocalMode(
+                            "--bundle-dir with --target needs --namespace NS (or $POD_NAMESPACE)",
+                        ))?;
+                        Some((namespace, target.clone()))
+                    }
+                },
+                Source::Manifests { .. } => None,
+            };
+        Ok(crate::source::Admission { trust, expect })
     }
 
     fn files_source(args: &Args) -> Result<Source, ConfigError> {
@@ -524,10 +598,13 @@ impl Config {
             args.target.clone(),
         ) {
             (Some(dir), None, None) => Source::Dir(dir),
-            (Some(_), None, Some(_)) => {
-                return Err(ConfigError::LocalMode(
-                    "--target belongs to local mode (--manifests); a mounted bundle names its own target",
-                ));
+            // With a mounted bundle, --target is the target it must name.
+            (Some(dir), None, Some(target)) => {
+                turnpike_api::validate::target(&target).map_err(|message| ConfigError::Name {
+                    flag: "target",
+                    message,
+                })?;
+                Source::Dir(dir)
             }
             (None, Some(dir), Some(target)) => {
                 turnpike_api::validate::target(&target).map_err(|message| ConfigError::Name {
@@ -614,6 +691,7 @@ impl Config {
             upstream: parse_upstream(&args.upstream)?,
             admin_listen: args.admin_listen,
             source,
+            admission: crate::source::Admission::default(),
             events: EventsMode::Auto,
             event_series_interval: StdDuration::from_secs(30),
             pod: crate::events::kube::PodRef {
@@ -642,11 +720,121 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Parses `args`; a mounted or API bundle without signature flags gets
+    /// `--insecure-unsigned-bundles` (see [`parse_exact`] for the signature rules).
     fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv: Vec<&str> = args.to_vec();
+        let mounted = args.iter().any(|a| *a == "--bundle-dir" || *a == "api");
+        let signing = args
+            .iter()
+            .any(|a| *a == "--bundle-trust" || *a == "--insecure-unsigned-bundles");
+        if mounted && !signing {
+            argv.push("--insecure-unsigned-bundles");
+        }
+        parse_exact(&argv)
+    }
+
+    fn parse_exact(args: &[&str]) -> Result<Config, String> {
         let mut argv = vec!["turnpike-sidecar"];
         argv.extend_from_slice(args);
         let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
         Config::from_args(args, None).map_err(|e| e.to_string())
+    }
+
+    fn trust_of(seed: u8) -> String {
+        turnpike_api::signing::BundleSigner::from_seeds([[seed; 32].as_slice()])
+            .unwrap()
+            .public()
+            .to_env()
+    }
+
+    #[test]
+    fn a_mounted_bundle_needs_a_trust_list_or_the_explicit_insecure_flag() {
+        let e = parse_exact(&["--bundle-dir", "/b"]).unwrap_err();
+        assert!(
+            e.contains("--bundle-trust") && e.contains("--insecure-unsigned-bundles"),
+            "{e}"
+        );
+        let e = parse_exact(&[
+            "--bundle-source",
+            "api",
+            "--target",
+            "orders",
+            "--namespace",
+            "shop",
+        ])
+        .unwrap_err();
+        assert!(e.contains("must be signed"), "{e}");
+        let keys = format!("{},{}", trust_of(1), trust_of(2));
+        let c = parse_exact(&["--bundle-dir", "/b", "--bundle-trust", &keys]).unwrap();
+        assert_eq!(c.admission.trust.as_ref().map(|t| t.ids().len()), Some(2));
+        assert_eq!(c.admission.expect, None);
+        let c = parse_exact(&["--bundle-dir", "/b", "--insecure-unsigned-bundles"]).unwrap();
+        assert_eq!(c.admission.trust, None);
+        let e = parse_exact(&[
+            "--bundle-dir",
+            "/b",
+            "--bundle-trust",
+            &keys,
+            "--insecure-unsigned-bundles",
+        ])
+        .unwrap_err();
+        assert!(e.contains("choose one"), "{e}");
+        let e = parse_exact(&["--bundle-dir", "/b", "--bundle-trust", "bm90LWEta2V5"]).unwrap_err();
+        assert!(e.starts_with("--bundle-trust: trusted key 1"), "{e}");
+        // Local mode needs neither and refuses a trust list that would do nothing.
+        let c = parse_exact(&["--manifests", "/m", "--target", "orders"]).unwrap();
+        assert_eq!(c.admission, crate::source::Admission::default());
+        let e = parse_exact(&[
+            "--manifests",
+            "/m",
+            "--target",
+            "orders",
+            "--bundle-trust",
+            &keys,
+        ])
+        .unwrap_err();
+        assert!(e.contains("local mode"), "{e}");
+    }
+
+    #[test]
+    fn the_expected_target_comes_from_the_api_source_or_target_with_a_mounted_bundle() {
+        let keys = trust_of(1);
+        let c = parse_exact(&[
+            "--bundle-dir",
+            "/b",
+            "--target",
+            "orders",
+            "--namespace",
+            "shop",
+            "--bundle-trust",
+            &keys,
+        ])
+        .unwrap();
+        assert_eq!(c.admission.expect, Some(("shop".into(), "orders".into())));
+        assert!(matches!(c.source, Source::Dir(_)));
+        let c = parse_exact(&[
+            "--bundle-source",
+            "api",
+            "--target",
+            "orders",
+            "--namespace",
+            "shop",
+            "--bundle-trust",
+            &keys,
+        ])
+        .unwrap();
+        assert_eq!(c.admission.expect, Some(("shop".into(), "orders".into())));
+        let e = parse(&[
+            "--bundle-dir",
+            "/b",
+            "--target",
+            "Bad_Name",
+            "--namespace",
+            "shop",
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("--target"), "{e}");
     }
 
     #[test]
@@ -720,7 +908,7 @@ mod tests {
         assert!(
             parse(&["--bundle-dir", "/b", "--target", "t"])
                 .unwrap_err()
-                .contains("local mode")
+                .contains("needs --namespace")
         );
         let c = parse(&[
             "--manifests",
@@ -778,6 +966,7 @@ mod tests {
             "x",
             "--bundle-dir",
             "/b",
+            "--insecure-unsigned-bundles",
             "--admin-token-file",
             file.to_str().unwrap(),
         ])
@@ -786,11 +975,13 @@ mod tests {
         assert!(matches!(c.admin_token, AdminTokenConfig::File(ref p) if *p == file));
         assert!(!format!("{c:?}").contains("s3cret"));
 
-        let args = Args::try_parse_from(["x", "--bundle-dir", "/b"]).unwrap();
+        let args = Args::try_parse_from(["x", "--bundle-dir", "/b", "--insecure-unsigned-bundles"])
+            .unwrap();
         let c = Config::from_args(args, Some("from-env".into())).unwrap();
         assert!(matches!(c.admin_token, AdminTokenConfig::Env(ref s) if s.expose() == "from-env"));
         assert!(!format!("{c:?}").contains("from-env"));
-        let args = Args::try_parse_from(["x", "--bundle-dir", "/b"]).unwrap();
+        let args = Args::try_parse_from(["x", "--bundle-dir", "/b", "--insecure-unsigned-bundles"])
+            .unwrap();
         assert!(Config::from_args(args, Some(" ".into())).is_err());
     }
 
@@ -802,6 +993,7 @@ mod tests {
                 "x",
                 "--bundle-dir",
                 "/b",
+                "--insecure-unsigned-bundles",
                 "--admin-token-file",
                 file.to_str().unwrap(),
             ])

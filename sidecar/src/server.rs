@@ -47,7 +47,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clock = Clock::new();
     let metrics = Arc::new(Metrics::new());
     let audit = Arc::new(AuditLog::new(clock, Arc::clone(&metrics)));
-    let store = Arc::new(BundleStore::new());
+    match (&config.admission.trust, &config.source) {
+        (Some(trust), _) => {
+            tracing::info!(trusted_keys = %trust.ids().join(","), "bundles must be signed by a trusted key");
+        }
+        (None, Source::Manifests { .. }) => {}
+        (None, _) => tracing::warn!(
+            "--insecure-unsigned-bundles: unsigned bundles are accepted; anyone who may write Secrets in this namespace can add keys"
+        ),
+    }
+    let store = Arc::new(BundleStore::with_admission(config.admission.clone()));
     let shutdown = CancellationToken::new();
 
     // The kube client, when the API source or Events need one.

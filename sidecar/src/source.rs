@@ -33,6 +33,7 @@ use turnpike_api::bundle::{
 use turnpike_api::compiler::{self, Inputs, Outcome};
 use turnpike_api::manifest::{self, ManifestError, Resource};
 use turnpike_api::shard::{self, ShardError};
+use turnpike_api::signing::{SignatureError, TrustedKeys};
 
 use crate::audit_log::AuditLog;
 use crate::engine::{CompileError, CompiledBundle};
@@ -78,6 +79,17 @@ impl Source {
     }
 }
 
+/// What a bundle must satisfy, beyond being whole and valid, before it is installed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Keys whose signature a bundle must carry (`--bundle-trust`); `None` accepts
+    /// unsigned bundles (`--insecure-unsigned-bundles`, local mode, tests).
+    pub trust: Option<TrustedKeys>,
+    /// `namespace`/`target` the bundle must name (the injector passes both); `None`:
+    /// whatever the mounted bundle names.
+    pub expect: Option<(String, String)>,
+}
+
 /// Why a bundle could not be loaded. Messages name files and fields, never values.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -109,6 +121,21 @@ pub enum LoadError {
         /// `namespace/target` the bundle names.
         found: String,
     },
+    /// Not signed by a trusted key.
+    #[error("bundle refused: {0}")]
+    Signature(#[from] SignatureError),
+    /// Validly signed, but older than the bundle in force: a replay.
+    #[error(
+        "bundle refused: {file} generation {found} is older than the {held} in force (a replayed bundle)"
+    )]
+    Replay {
+        /// `keys.json` or `policy.json`.
+        file: &'static str,
+        /// Generation offered.
+        found: u64,
+        /// Generation in force.
+        held: u64,
+    },
     /// A bundle object is missing a data key, or the API server could not be asked.
     #[error("{object}: {message}")]
     Object {
@@ -134,15 +161,29 @@ pub struct Status {
 #[derive(Debug, Default)]
 pub struct BundleStore {
     current: ArcSwapOption<CompiledBundle>,
+    admission: Admission,
     status: Mutex<Status>,
     /// The API source has installed a bundle: the mounted fallback stops installing.
     api_delivered: std::sync::atomic::AtomicBool,
 }
 
 impl BundleStore {
-    /// An empty store (not ready).
+    /// An empty store (not ready) that accepts unsigned bundles of any target.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store (not ready) whose bundles must pass `admission`.
+    pub fn with_admission(admission: Admission) -> Self {
+        Self {
+            admission,
+            ..Self::default()
+        }
+    }
+
+    /// What bundles must satisfy.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// The loaded bundle, if any.
@@ -379,16 +420,20 @@ impl Reloader {
     fn load(&self, snapshot: Snapshot) -> Result<CompiledBundle, LoadError> {
         match (snapshot, &self.source) {
             (Snapshot::Dir { dir, keys, policy }, source) => {
+                let admission = self.store.admission();
                 let keys: KeyBundle = bundle::parse(&utf8(KEYS_FILE, keys)?)?;
-                let keys = merge_shards(&dir, keys)?;
-                let policy: PolicyBundle = bundle::parse(&utf8(POLICY_FILE, policy)?)?;
-                if let Source::Api {
-                    namespace, target, ..
-                } = source
-                {
-                    check_target(&keys, namespace, target)?;
+                match source {
+                    Source::Api {
+                        namespace, target, ..
+                    } => check_target(&keys, namespace, target)?,
+                    _ => expected_target(admission, &keys)?,
                 }
+                verify(admission, &keys)?;
+                let keys = merge_shards(&dir, keys, admission)?;
+                let policy: PolicyBundle = bundle::parse(&utf8(POLICY_FILE, policy)?)?;
+                verify(admission, &policy)?;
                 bundle::check_pair(&keys, &policy)?;
+                not_older(self.store.current().as_deref(), &keys, &policy)?;
                 Ok(CompiledBundle::compile(&keys, &policy)?)
             }
             (
@@ -425,28 +470,91 @@ pub(crate) fn check_target(
     Ok(())
 }
 
+/// Refuses a bundle of another namespace or target than the admission expects.
+fn expected_target(admission: &Admission, keys: &KeyBundle) -> Result<(), LoadError> {
+    match &admission.expect {
+        Some((namespace, target)) => check_target(keys, namespace, target),
+        None => Ok(()),
+    }
+}
+
+/// With a trust list, refuses a file not signed by a trusted key.
+fn verify<T: bundle::Sealed>(admission: &Admission, file: &T) -> Result<(), LoadError> {
+    match &admission.trust {
+        Some(trust) => Ok(file.verify(trust)?),
+        None => Ok(()),
+    }
+}
+
+/// Refuses keys or policy older than those in force: signed bundles only grow in
+/// generation (unsigned ones are all 0, so this never refuses them).
+fn not_older(
+    current: Option<&CompiledBundle>,
+    keys: &KeyBundle,
+    policy: &PolicyBundle,
+) -> Result<(), LoadError> {
+    let Some(cur) = current else {
+        return Ok(());
+    };
+    if cur.namespace != keys.namespace || cur.target != keys.target {
+        return Ok(());
+    }
+    for (file, found, held) in [
+        (KEYS_FILE, keys.generation, cur.keys_generation),
+        (POLICY_FILE, policy.generation, cur.policy_generation),
+    ] {
+        if found < held {
+            return Err(LoadError::Replay { file, found, held });
+        }
+    }
+    Ok(())
+}
+
 /// The API source's validation, the same as the directory's: `keys.json` text, the
 /// texts of the shards it lists (file name -> text; a missing one is reported as
-/// missing) and `policy.json` text, for `namespace`/`target`.
+/// missing) and `policy.json` text, for `namespace`/`target`, checked against
+/// `admission` and the bundle in force (`current`).
 pub(crate) fn compile_texts(
     keys: &str,
     shards: &BTreeMap<String, String>,
     policy: &str,
-    namespace: &str,
-    target: &str,
+    (namespace, target): (&str, &str),
+    admission: &Admission,
+    current: Option<&CompiledBundle>,
 ) -> Result<CompiledBundle, LoadError> {
     let keys: KeyBundle = bundle::parse(keys)?;
     check_target(&keys, namespace, target)?;
-    let keys = shard::merge(keys, shards)?;
+    verify(admission, &keys)?;
+    let keys = merge_verified(keys, shards, admission)?;
     let policy: PolicyBundle = bundle::parse(policy)?;
+    verify(admission, &policy)?;
     bundle::check_pair(&keys, &policy)?;
+    not_older(current, &keys, &policy)?;
     Ok(CompiledBundle::compile(&keys, &policy)?)
+}
+
+fn merge_verified(
+    keys: KeyBundle,
+    files: &BTreeMap<String, String>,
+    admission: &Admission,
+) -> Result<KeyBundle, ShardError> {
+    match &admission.trust {
+        Some(trust) => shard::merge_checked(keys, files, |s| {
+            use turnpike_api::bundle::Sealed as _;
+            s.verify(trust)
+        }),
+        None => shard::merge(keys, files),
+    }
 }
 
 /// Reads the shards `keys` lists (names checked first, so a bundle never picks a path)
 /// and merges them into one bundle; a listed file that is absent is left for
 /// [`shard::merge`] to report as missing.
-fn merge_shards(dir: &Path, keys: KeyBundle) -> Result<KeyBundle, LoadError> {
+fn merge_shards(
+    dir: &Path,
+    keys: KeyBundle,
+    admission: &Admission,
+) -> Result<KeyBundle, LoadError> {
     let mut files = BTreeMap::new();
     for (_, file) in shard::listed(&keys)? {
         match std::fs::read(dir.join(&file)) {
@@ -466,7 +574,7 @@ fn merge_shards(dir: &Path, keys: KeyBundle) -> Result<KeyBundle, LoadError> {
             }
         }
     }
-    Ok(shard::merge(keys, &files)?)
+    Ok(merge_verified(keys, &files, admission)?)
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, LoadError> {

@@ -183,8 +183,16 @@ pub async fn run(
         }
         state.seen = Some(digest);
         let shards = fetch_shards(&secrets, &t.target, keys).await;
-        let result =
-            shards.and_then(|files| compile_texts(keys, &files, policy, &t.namespace, &t.target));
+        let result = shards.and_then(|files| {
+            compile_texts(
+                keys,
+                &files,
+                policy,
+                (&t.namespace, &t.target),
+                store.admission(),
+                store.current().as_deref(),
+            )
+        });
         match result {
             Ok(bundle) => {
                 retry = None;

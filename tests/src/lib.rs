@@ -276,6 +276,26 @@ pub fn events_for(ns: &str, kind: &str, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The public keys the operator of `system_ns` signs bundles with, as its ConfigMap
+/// `turnpike-bundle-trust` publishes them, in `TURNPIKE_BUNDLE_TRUST` form
+/// (comma-separated), once it has published them.
+pub fn bundle_trust(system_ns: &str) -> String {
+    eventually(
+        "the operator's trust ConfigMap",
+        Duration::from_secs(60),
+        || {
+            let keys = jsonpath(
+                "configmap",
+                system_ns,
+                "turnpike-bundle-trust",
+                "{.data.keys}",
+            );
+            let list: Vec<&str> = keys.split_whitespace().collect();
+            (!list.is_empty()).then(|| list.join(","))
+        },
+    )
+}
+
 /// Starts the real operator binary with its own namespace, Lease and identity, short
 /// lease timings, and extra flags; output goes to a log file named after `log`. The
 /// webhook is off unless `extra` holds webhook flags (see `tests/tests/webhook.rs`):

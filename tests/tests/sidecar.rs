@@ -7,8 +7,8 @@
 use std::{path::Path, time::Duration};
 
 use turnpike_e2e::{
-    Process, binary, curl, eventually, free_port, install_crds, jsonpath, kubectl_ok, namespace,
-    start_operator, temp_dir, upstream,
+    Process, binary, bundle_trust, curl, eventually, free_port, install_crds, jsonpath, kubectl_ok,
+    namespace, start_operator, temp_dir, upstream,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -67,11 +67,19 @@ fn the_sidecar_enforces_the_bundle_the_operator_wrote() {
     project(&ns, "orders", &dir, 1);
     let up = upstream();
     let (listen, admin) = (free_port(), free_port());
+    // The sidecar trusts the operator's signing key, as an injected one does.
+    let trust = bundle_trust(&system);
     let mut sidecar = Process::start(
         &binary("turnpike-sidecar"),
         &[
             "--bundle-dir",
             dir.to_str().unwrap(),
+            "--bundle-trust",
+            &trust,
+            "--target",
+            "orders",
+            "--namespace",
+            &ns,
             "--listen",
             &format!("127.0.0.1:{listen}"),
             "--admin-listen",

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use turnpike_e2e::{
-    Process, eventually, install_crds, jsonpath, kubectl, kubectl_ok, namespace, start_operator,
+    Process, bundle_trust, eventually, install_crds, jsonpath, kubectl, kubectl_ok, namespace,
+    start_operator,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -196,17 +197,29 @@ fn the_webhook_injects_refuses_and_leaves_alone() {
             "0.0.0.0:9901",
             "--admin-token-file",
             "/var/run/turnpike/admin/token",
-            "--bundle-source",
-            "api",
             "--target",
-            "orders"
+            "orders",
+            "--bundle-source",
+            "api"
         ])
     );
+    // The operator's public signing key(s), written into the pod at creation: the
+    // sidecar refuses bundles they did not sign.
+    let trust = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "TURNPIKE_BUNDLE_TRUST")
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(trust, bundle_trust(&system));
     // The downward API: the namespace to watch, the pod's name and UID for Events.
     let env: Vec<(&str, &str)> = c["env"]
         .as_array()
         .expect("env")
         .iter()
+        .filter(|e| e["name"] != "TURNPIKE_BUNDLE_TRUST")
         .map(|e| {
             (
                 e["name"].as_str().unwrap_or_default(),

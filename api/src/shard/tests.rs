@@ -6,6 +6,7 @@ use super::*;
 use crate::{
     bundle::{self, SecretEntry},
     hash::PhcHash,
+    signing::BundleSigner,
 };
 
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
@@ -48,8 +49,10 @@ fn bundle_of(n: usize) -> KeyBundle {
         namespace: "shop".into(),
         target: "orders".into(),
         epoch: 3,
+        generation: 0,
         shards: Vec::new(),
         keys: (0..n).map(|i| (key_id(i), entry(i))).collect(),
+        signatures: Vec::new(),
     };
     b.seal();
     b
@@ -109,9 +112,70 @@ fn keys_over_the_budget_spill_into_shards_that_merge_back() {
 #[test]
 fn a_bundle_exactly_at_the_budget_is_not_split() {
     let b = bundle_of(20);
-    let len = b.to_json().len();
+    let len = b.to_json().len() + signing_room();
     assert!(split_with_budget(&b, len).unwrap().shards.is_empty());
     assert!(!split_with_budget(&b, len - 1).unwrap().shards.is_empty());
+}
+
+/// Signs every file as the operator does, with the most signatures a file may carry.
+fn sign_all(s: &mut Sharded, signer: &BundleSigner) {
+    for shard in &mut s.shards {
+        shard.sign(signer);
+    }
+    s.primary.generation = u64::MAX;
+    s.primary.seal();
+    s.primary.sign(signer);
+}
+
+fn max_signer() -> BundleSigner {
+    let seeds: Vec<[u8; 32]> = (1..=crate::signing::MAX_SIGNATURES as u8)
+        .map(|i| [i; 32])
+        .collect();
+    BundleSigner::from_seeds(seeds.iter().map(|s| s.as_slice())).unwrap()
+}
+
+#[test]
+fn signed_files_stay_within_the_budget_and_merge_when_every_shard_verifies() {
+    let signer = max_signer();
+    for n in [20, 100] {
+        let mut s = split_with_budget(&bundle_of(n), SMALL).unwrap();
+        sign_all(&mut s, &signer);
+        assert!(
+            s.primary.to_json().len() <= SMALL,
+            "{n}: primary {}",
+            s.primary.to_json().len()
+        );
+        for (file, json) in s.shard_files() {
+            assert!(json.len() <= SMALL, "{n}: {file}: {} bytes", json.len());
+        }
+        let trust = signer.public();
+        let primary: KeyBundle = bundle::parse(&s.primary.to_json()).unwrap();
+        primary.verify(&trust).unwrap();
+        let merged = merge_checked(primary, &files(&s), |shard| shard.verify(&trust)).unwrap();
+        assert_eq!(merged.keys.len(), n);
+    }
+}
+
+#[test]
+fn an_unsigned_or_foreign_shard_fails_a_checked_merge() {
+    let signer = max_signer();
+    let mut s = split_with_budget(&bundle_of(100), SMALL).unwrap();
+    sign_all(&mut s, &signer);
+    let trust = signer.public();
+    let other = BundleSigner::from_seeds([[42u8; 32].as_slice()]).unwrap();
+    // Shard 2 signed by another key, then shard 2 with no signature: the content hash
+    // is the same either way, so only the signature check can tell.
+    for resign in [Some(&other), None] {
+        let mut bad = s.clone();
+        match resign {
+            Some(k) => bad.shards[1].sign(k),
+            None => bad.shards[1].signatures.clear(),
+        }
+        let primary: KeyBundle = bundle::parse(&bad.primary.to_json()).unwrap();
+        let err = merge_checked(primary, &files(&bad), |shard| shard.verify(&trust)).unwrap_err();
+        assert!(matches!(err, ShardError::Signature(_)), "{err}");
+        assert!(err.to_string().contains("keys-2.json"), "{err}");
+    }
 }
 
 #[test]
@@ -137,7 +201,7 @@ fn the_default_budget_leaves_room_under_the_secret_limit() {
 
 #[test]
 fn too_many_shards_is_an_error_naming_the_target_and_the_numbers() {
-    let err = split_with_budget(&bundle_of(400), 2_000).unwrap_err();
+    let err = split_with_budget(&bundle_of(400), 3_000).unwrap_err();
     match &err {
         ShardError::TooManyShards {
             keys, needed, max, ..
@@ -331,6 +395,13 @@ proptest! {
                 }
                 let merged = read_back(&s, &files(&s)).unwrap();
                 prop_assert_eq!(&merged.keys, &b.keys);
+                // Signed with the most signatures a file may carry: still within.
+                let mut signed = s.clone();
+                sign_all(&mut signed, &max_signer());
+                prop_assert!(signed.primary.to_json().len() <= budget);
+                for (_, json) in signed.shard_files() {
+                    prop_assert!(json.len() <= budget);
+                }
                 let again = split_with_budget(&b, budget).unwrap();
                 prop_assert_eq!(again.primary.to_json(), s.primary.to_json());
                 prop_assert_eq!(again.shard_files(), s.shard_files());
@@ -338,7 +409,8 @@ proptest! {
             Err(ShardError::TooManyShards { needed, .. }) => {
                 prop_assert!(needed > MAX_KEY_SHARDS);
             }
-            Err(ShardError::EntryTooLarge { .. }) => prop_assert!(budget < 2_000),
+            // The primary's envelope (15 shard hashes, 4 signatures) is about 2.4 KB.
+            Err(ShardError::EntryTooLarge { .. }) => prop_assert!(budget < 3_000),
             Err(e) => prop_assert!(false, "{e}"),
         }
     }

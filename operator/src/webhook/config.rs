@@ -175,6 +175,10 @@ pub struct InjectorConfig {
     pub protected_namespaces: BTreeSet<String>,
     /// Where the injected sidecar reads its bundle (`--sidecar-bundle-source`).
     pub bundle_source: SidecarBundleSource,
+    /// The public keys the sidecar trusts (`TURNPIKE_BUNDLE_TRUST` form), from the
+    /// operator's signing key. `None` (tests, or an operator that signs nothing)
+    /// injects `--insecure-unsigned-bundles` instead, visibly in the pod spec.
+    pub bundle_trust: Option<String>,
 }
 
 /// Where the injected sidecar reads its bundle.
@@ -210,6 +214,7 @@ impl InjectorConfig {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protected_namespaces: BTreeSet::from(["kube-system".to_owned(), own_namespace.into()]),
             bundle_source: SidecarBundleSource::Api,
+            bundle_trust: None,
         }
     }
 

@@ -410,27 +410,32 @@ pub fn sidecar_container(cfg: &InjectorConfig, target: &str, listen: u16, upstre
             {"name": token_volume_name(cfg), "mountPath": SA_TOKEN_PATH, "readOnly": true},
         ],
     });
-    if cfg.bundle_source == SidecarBundleSource::Api
-        && let Some(obj) = c.as_object_mut()
-    {
+    if let Some(obj) = c.as_object_mut() {
+        // The target its bundle must name (both sources), and the source.
+        let mut extra: Vec<&str> = vec!["--target", target];
+        if cfg.bundle_source == SidecarBundleSource::Api {
+            extra.extend(["--bundle-source", "api"]);
+        }
+        // Bundles must carry the operator's signature: the trusted keys are written
+        // here, at pod creation, so nothing in the pod's namespace can change them.
+        if cfg.bundle_trust.is_none() {
+            extra.push("--insecure-unsigned-bundles");
+        }
         if let Some(args) = obj.get_mut("args").and_then(Value::as_array_mut) {
-            args.extend(
-                ["--bundle-source", "api", "--target", target]
-                    .into_iter()
-                    .map(Value::from),
-            );
+            args.extend(extra.into_iter().map(Value::from));
         }
         // Namespace (default of --namespace), pod name and UID (Events) from the
         // downward API.
         let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
-        obj.insert(
-            "env".into(),
-            json!([
-                field("POD_NAMESPACE", "metadata.namespace"),
-                field("TURNPIKE_POD_NAME", "metadata.name"),
-                field("TURNPIKE_POD_UID", "metadata.uid"),
-            ]),
-        );
+        let mut env = vec![field("POD_NAMESPACE", "metadata.namespace")];
+        if cfg.bundle_source == SidecarBundleSource::Api {
+            env.push(field("TURNPIKE_POD_NAME", "metadata.name"));
+            env.push(field("TURNPIKE_POD_UID", "metadata.uid"));
+        }
+        if let Some(trust) = &cfg.bundle_trust {
+            env.push(json!({"name": turnpike_api::signing::TRUST_ENV, "value": trust}));
+        }
+        obj.insert("env".into(), Value::Array(env));
     }
     if cfg.mode == SidecarMode::Native
         && let Some(obj) = c.as_object_mut()
@@ -927,6 +932,36 @@ mod tests {
     }
 
     #[test]
+    fn the_trusted_keys_are_written_into_the_sidecar_and_unsigned_is_not_allowed() {
+        let mut c = cfg();
+        let trust = turnpike_api::signing::BundleSigner::from_seeds([[3u8; 32].as_slice()])
+            .unwrap()
+            .public()
+            .to_env();
+        c.bundle_trust = Some(trust.clone());
+        for source in [SidecarBundleSource::Api, SidecarBundleSource::Files] {
+            c.bundle_source = source;
+            let sc = sidecar_container(&c, "orders", 9080, 8080);
+            assert!(
+                sc["env"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!({"name": "TURNPIKE_BUNDLE_TRUST", "value": trust})),
+                "{source:?}: {sc}"
+            );
+            let args = sc["args"].as_array().unwrap();
+            assert!(
+                !args.contains(&json!("--insecure-unsigned-bundles")),
+                "{source:?}"
+            );
+            assert!(
+                args.windows(2)
+                    .any(|w| w == [json!("--target"), json!("orders")])
+            );
+        }
+    }
+
+    #[test]
     fn the_files_source_gives_the_sidecar_no_token_and_no_api_flags() {
         let mut c = cfg();
         c.bundle_source = SidecarBundleSource::Files;
@@ -938,7 +973,17 @@ mod tests {
             .map(|a| a.as_str().unwrap())
             .collect();
         assert!(!args.contains(&"--bundle-source"));
-        assert!(sc.get("env").is_none());
+        // Only the namespace, for the target check: no pod name or UID (no Events).
+        let env: Vec<&str> = sc["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(env, ["POD_NAMESPACE"]);
+        assert!(args.windows(2).any(|w| w == ["--target", "orders"]));
+        // No trust list configured: unsigned, and the pod spec says so.
+        assert!(args.contains(&"--insecure-unsigned-bundles"));
         assert!(sc["volumeMounts"].as_array().unwrap().contains(&json!(
             {"name": NO_TOKEN_VOLUME_NAME, "mountPath": SA_TOKEN_PATH, "readOnly": true}
         )));

@@ -105,8 +105,18 @@ pub fn config(mode: SidecarMode) -> InjectorConfig {
     c.image = "ghcr.io/turnpike/turnpike-sidecar:0.1.0".into();
     c.version = "0.1.0".into();
     c.mode = mode;
+    c.bundle_trust = Some(TRUST.into());
     c
 }
+
+#[test]
+fn the_fixture_trust_list_is_the_public_key_of_its_seed() {
+    let signer = turnpike_api::signing::BundleSigner::from_seeds([[7u8; 32].as_slice()]).unwrap();
+    assert_eq!(signer.public().to_env(), TRUST);
+}
+
+/// The trust list of the fixtures: the public key of seed `[7; 32]`.
+pub const TRUST: &str = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
 
 /// Namespace labels: `shop` opted in or not.
 pub fn namespaces(enabled: bool) -> Namespaces {

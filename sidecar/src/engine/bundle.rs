@@ -95,6 +95,10 @@ pub struct CompiledBundle {
     pub keys_hash: String,
     /// Content hash of the policy file.
     pub policy_hash: String,
+    /// Generation of the keys file (0: unsigned), see [`turnpike_api::signing`].
+    pub keys_generation: u64,
+    /// Generation of the policy file (0: unsigned).
+    pub policy_generation: u64,
     pub(crate) epoch: u64,
     pub(crate) index: HashMap<u128, usize, KeyIdHasher>,
     pub(crate) keys: Box<[Key]>,
@@ -215,6 +219,8 @@ impl CompiledBundle {
             target: keys.target.clone(),
             keys_hash: keys.content_hash.clone(),
             policy_hash: policy.content_hash.clone(),
+            keys_generation: keys.generation,
+            policy_generation: policy.generation,
             epoch: keys.epoch,
             index,
             keys: compiled.into_boxed_slice(),

@@ -135,8 +135,10 @@ pub fn keys() -> KeyBundle {
         namespace: "shop".into(),
         target: "orders".into(),
         epoch: 1,
+        generation: 0,
         shards: Vec::new(),
         keys,
+        signatures: Vec::new(),
     };
     k.seal();
     k
@@ -162,6 +164,8 @@ fn route(methods: &[Method], path: &str) -> RouteSpec {
 pub fn policy() -> PolicyBundle {
     use Method::*;
     let mut p = PolicyBundle {
+        generation: 0,
+        signatures: Vec::new(),
         format: FORMAT,
         content_hash: String::new(),
         namespace: "shop".into(),
