@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use turnpike_e2e::{
-    Process, binary, can_i, curl, events_for, eventually, install_crds, jsonpath, kubeconfig_as,
-    kubectl, kubectl_ok, namespace, repo_root, service_account_user, start_operator_with_env,
-    upstream,
+    Process, binary, bundle_trust, can_i, curl, events_for, eventually, install_crds, jsonpath,
+    kubeconfig_as, kubectl, kubectl_ok, namespace, repo_root, service_account_user,
+    start_operator_with_env, upstream,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -167,7 +167,7 @@ fn the_operator_does_its_job_with_exactly_its_rbac() {
             .then_some(())
     });
 
-    the_sidecar_may_do_its_job_and_nothing_else(&ns, &op);
+    the_sidecar_may_do_its_job_and_nothing_else(&ns, &system, &op);
 
     // The webhook: certificate Secret written, configuration registered with its CA.
     let want_url = format!("{url}/mutate-pods");
@@ -396,7 +396,7 @@ fn sidecar_events(ns: &str) -> Vec<(String, u64)> {
 
 /// The Role the operator wrote for the sidecars of `ns` (target `orders`), proven on
 /// the real authorizer and by the real sidecar acting as a ServiceAccount of `ns`.
-fn the_sidecar_may_do_its_job_and_nothing_else(ns: &str, op: &Process) {
+fn the_sidecar_may_do_its_job_and_nothing_else(ns: &str, system: &str, op: &Process) {
     eventually("Role and RoleBinding turnpike-sidecar", WAIT, || {
         let role = jsonpath("role", ns, "turnpike-sidecar", "{.rules[0].resourceNames}");
         let subject = jsonpath("rolebinding", ns, "turnpike-sidecar", "{.subjects[0].name}");
@@ -500,11 +500,15 @@ fn the_sidecar_may_do_its_job_and_nothing_else(ns: &str, op: &Process) {
     let listen = format!("127.0.0.1:{port}");
     let admin_listen = format!("127.0.0.1:{admin}");
     let upstream_url = format!("http://127.0.0.1:{up}");
+    // It trusts the operator's signing key, as an injected sidecar does.
+    let trust = bundle_trust(system);
     let mut sidecar = Process::start_with_env(
         &binary("turnpike-sidecar"),
         &[
             "--bundle-source",
             "api",
+            "--bundle-trust",
+            &trust,
             "--target",
             "orders",
             "--namespace",

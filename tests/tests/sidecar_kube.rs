@@ -16,9 +16,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use turnpike_api::bundle::{self, KeyBundle, Sealed as _};
 use turnpike_e2e::{
-    Process, binary, curl, eventually, free_port, install_crds, jsonpath, kubectl, kubectl_ok,
-    namespace, start_operator, upstream,
+    Process, binary, bundle_trust, curl, eventually, free_port, install_crds, jsonpath, kubectl,
+    kubectl_ok, namespace, start_operator, upstream,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -157,11 +158,14 @@ fn the_sidecar_watches_its_bundle_and_reports_aggregated_events() {
     let listen = format!("127.0.0.1:{port}");
     let admin_listen = format!("127.0.0.1:{admin}");
     let upstream_url = format!("http://127.0.0.1:{up}");
+    let trust = bundle_trust(&system);
     let mut sidecar = Process::start(
         &binary("turnpike-sidecar"),
         &[
             "--bundle-source",
             "api",
+            "--bundle-trust",
+            &trust,
             "--target",
             "orders",
             "--namespace",
@@ -190,6 +194,62 @@ fn the_sidecar_watches_its_bundle_and_reports_aggregated_events() {
     let orders = format!("http://127.0.0.1:{port}/orders/1");
     let key_header = format!("x-api-key: {token}");
     assert_eq!(curl(&["-H", &key_header, &orders]).0, 200);
+
+    // Whoever may write Secrets here grants the key the admin scope in the bundle
+    // itself, content hash recomputed, the operator's signature kept: the sidecar
+    // refuses the edit (it reaches it through the watch), and the operator, seeing its
+    // Secret changed, writes its own signed bundle back.
+    let admin_url = format!("http://127.0.0.1:{port}/admin/users");
+    assert_eq!(curl(&["-H", &key_header, &admin_url]).0, 403);
+    let written = jsonpath("secret", &ns, "turnpike-orders", "{.data.keys\\.json}");
+    let written = String::from_utf8(
+        data_encoding::BASE64
+            .decode(written.as_bytes())
+            .expect("base64 keys.json"),
+    )
+    .expect("UTF-8 keys.json");
+    let mut keys: KeyBundle = bundle::parse(&written).expect("the operator's keys.json");
+    assert!(
+        !keys.signatures.is_empty(),
+        "the operator signs its bundles"
+    );
+    for entry in keys.keys.values_mut() {
+        entry.scopes.push("admin".into());
+        entry.refresh_fingerprint();
+    }
+    keys.seal();
+    let forged = data_encoding::BASE64.encode(keys.to_json().as_bytes());
+    kubectl_ok(
+        &[
+            "patch",
+            "secret",
+            "turnpike-orders",
+            "-n",
+            &ns,
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"data":{{"keys.json":"{forged}"}}}}"#),
+        ],
+        None,
+    );
+    eventually("the sidecar to refuse the edited bundle", WAIT, || {
+        sidecar
+            .output()
+            .contains("no valid signature by a trusted key")
+            .then_some(())
+    });
+    assert_eq!(
+        curl(&["-H", &key_header, &admin_url]).0,
+        403,
+        "the edited scopes were not enforced"
+    );
+    eventually("the operator to write its own bundle back", WAIT, || {
+        let now = jsonpath("secret", &ns, "turnpike-orders", "{.data.keys\\.json}");
+        (now != forged).then_some(())
+    });
+    assert_eq!(curl(&["-H", &key_header, &orders]).0, 200);
+    assert_eq!(curl(&["-H", &key_header, &admin_url]).0, 403);
 
     // The storm: one key, a route its scopes do not allow.
     let started = Instant::now();
