@@ -418,37 +418,37 @@ pub fn plan(s: &Snapshot<'_>) -> Plan {
     plan
 }
 
-/// The generation and content hash of a bundle file as written, read without keeping
-/// the rest.
-#[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct WrittenHead {
-    #[serde(default)]
-    generation: u64,
-    #[serde(default)]
-    content_hash: String,
-}
-
 /// Seals and signs `doc`, keeping the written file's generation when the content is
 /// the same (so an unchanged bundle is byte for byte what is there: no write) and
 /// raising it otherwise, to at least the clock in milliseconds: generations then grow
 /// across operator restarts and leader changes, and a replayed old file is always
 /// below the one a sidecar holds.
-fn seal_signed<T: Sealed>(
+///
+/// Only a written file that this operator's keys signed counts: a generation in a file
+/// someone else wrote (say `u64::MAX`, to saturate the counter and make every later
+/// bundle equal in generation, which sidecars accept) is ignored, and the clock
+/// decides.
+fn seal_signed<T>(
     doc: &mut T,
     generation: fn(&mut T) -> &mut u64,
     written: Option<&str>,
     signer: &BundleSigner,
     now: Timestamp,
-) {
-    let head: WrittenHead = written
-        .and_then(|w| serde_json::from_str(w).ok())
-        .unwrap_or_default();
-    *generation(doc) = head.generation;
+) where
+    T: Sealed + Clone + for<'de> serde::Deserialize<'de>,
+{
+    let ours = written
+        .and_then(|w| turnpike_api::bundle::parse::<T>(w).ok())
+        .filter(|w| w.verify(&signer.public()).is_ok());
+    let (written_generation, written_hash) = match ours {
+        Some(mut w) => (*generation(&mut w), w.content_hash().to_string()),
+        None => (0, String::new()),
+    };
+    *generation(doc) = written_generation;
     doc.seal();
-    if doc.content_hash() != head.content_hash {
+    if doc.content_hash() != written_hash {
         let clock = u64::try_from(now.as_millisecond()).unwrap_or(0);
-        *generation(doc) = head.generation.saturating_add(1).max(clock);
+        *generation(doc) = written_generation.saturating_add(1).max(clock);
         doc.seal();
     }
     doc.sign(signer);

@@ -796,3 +796,39 @@ fn an_unsigned_plan_writes_no_generation_or_signature_field() {
     assert!(!p.writes[0].keys_json.contains("generation"));
     assert!(!p.writes[0].policy_json.contains("signatures"));
 }
+
+#[test]
+fn a_generation_in_a_file_the_operator_did_not_sign_is_ignored() {
+    let mut w = World::new();
+    w.signer = Some(signer(&[1]));
+    add_keys(&mut w, "orders", 0, 3);
+    w.access.push(access("orders", Some("orders"), 1));
+    let p = w.plan();
+    w.apply(&p);
+    let trust = signer(&[1]).public();
+    let (ours, _) = verify_written(&w, "orders", &trust);
+
+    // Someone rewrites keys.json with a saturated generation (resealed, unsigned, or
+    // signed by their own key).
+    for forger in [None, Some(signer(&[9]))] {
+        let b = w.bundles.get_mut("orders").unwrap();
+        let mut forged: KeyBundle = bundle::parse(b.keys.as_deref().unwrap()).unwrap();
+        forged.generation = u64::MAX - 1;
+        forged.seal();
+        match &forger {
+            Some(k) => forged.sign(k),
+            None => forged.signatures.clear(),
+        }
+        b.keys = Some(forged.to_json());
+        let p = w.plan();
+        assert_eq!(p.writes.len(), 1, "the operator writes its own bundle back");
+        w.apply(&p);
+        let (restored, _) = verify_written(&w, "orders", &trust);
+        assert!(
+            restored < u64::MAX / 2,
+            "{restored}: the forged generation was taken"
+        );
+        assert!(restored >= ours, "{restored} >= {ours}");
+        assert!(w.plan().writes.is_empty());
+    }
+}
