@@ -31,17 +31,13 @@ async fn bundle_dir_hot_reload_keeps_the_last_good_bundle() {
 
     // A new bundle with the reader key: picked up without a restart.
     write_bundle(dir.path(), &Setup::default());
-    let mut status = 0;
-    for _ in 0..400 {
-        status = get_with_key(&sidecar, "/orders/1", c.reader.text())
-            .await
-            .status;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(status, 200, "the new bundle was not loaded");
+    status_eventually(
+        &sidecar,
+        c.reader.text(),
+        200,
+        "the new bundle was not loaded",
+    )
+    .await;
     sidecar
         .wait_for_output(&["\"event\":\"policy_reloaded\""])
         .await;
@@ -117,17 +113,13 @@ async fn local_mode_compiles_manifests_and_reloads() {
         ..Setup::default()
     });
     write_atomic(&file, &revoked);
-    let mut status = 0;
-    for _ in 0..400 {
-        status = get_with_key(&sidecar, "/orders/1", c.billing.text())
-            .await
-            .status;
-        if status == 401 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(status, 401);
+    status_eventually(
+        &sidecar,
+        c.billing.text(),
+        401,
+        "the revoked key was still accepted",
+    )
+    .await;
     sidecar
         .wait_for_output(&["\"event\":\"revoked_key_used\""])
         .await;

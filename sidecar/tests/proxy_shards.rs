@@ -65,18 +65,6 @@ fn write_shard(dir: &std::path::Path, s: &Sharded, n: usize) {
     write_atomic(&dir.join(shard_file(n)), &s.shards[n - 1].to_json());
 }
 
-async fn status_eventually(sidecar: &Sidecar, token: &str, want: u16) {
-    let mut status = 0;
-    for _ in 0..400 {
-        status = get_with_key(sidecar, "/orders/1", token).await.status;
-        if status == want {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("status stayed {status}, wanted {want}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_in_shard_two_authenticates_and_a_torn_set_keeps_the_last_good_bundle() {
     let upstream = start_upstream().await;
@@ -140,7 +128,7 @@ async fn a_key_in_shard_two_authenticates_and_a_torn_set_keeps_the_last_good_bun
 
     // The shard catches up: the whole new set loads, the revocation applies.
     write_shard(dir.path(), &revoked, 2);
-    status_eventually(&sidecar, deep.token.expose_token(), 401).await;
+    status_eventually(&sidecar, deep.token.expose_token(), 401, "after the reload").await;
     assert!(!sidecar.wait_ready(200).await.contains("last reload failed"));
 
     // A missing shard is torn too.
@@ -159,11 +147,11 @@ async fn a_key_in_shard_two_authenticates_and_a_torn_set_keeps_the_last_good_bun
         "still the revoked set"
     );
     write_shard(dir.path(), &good_again, 1);
-    status_eventually(&sidecar, deep.token.expose_token(), 200).await;
+    status_eventually(&sidecar, deep.token.expose_token(), 200, "after the reload").await;
 
     // Shrinking to one file: shard files left behind are ignored.
     write_bundle(dir.path(), &Setup::default());
-    status_eventually(&sidecar, deep.token.expose_token(), 401).await;
+    status_eventually(&sidecar, deep.token.expose_token(), 401, "after the reload").await;
     assert_eq!(
         metric(&sidecar.metrics().await, "turnpike_sidecar_bundle_keys"),
         2.0

@@ -161,17 +161,13 @@ async fn a_namespace_editor_cannot_add_a_key_replay_an_old_bundle_or_move_one_be
     // The operator's next bundle (generation 12, with the reader) is taken.
     let (keys12, policy12) = signed(&Setup::default(), 12, &operator);
     write(dir.path(), &keys12, &policy12);
-    let mut status = 0;
-    for _ in 0..400 {
-        status = get_with_key(&sidecar, "/orders/1", c.reader.text())
-            .await
-            .status;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(status, 200, "the operator's new bundle was not loaded");
+    status_eventually(
+        &sidecar,
+        c.reader.text(),
+        200,
+        "the operator's new bundle was not loaded",
+    )
+    .await;
 
     // 4. Replaying the older, validly signed bundle (without the reader) is refused.
     write(dir.path(), &keys1, &policy1);

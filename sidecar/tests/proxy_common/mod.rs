@@ -661,6 +661,20 @@ pub async fn get_with_key(sidecar: &Sidecar, path: &str, token: &str) -> Resp {
     send(&sidecar.url(path), "GET", &[("x-api-key", token)], "").await
 }
 
+/// Polls `GET /orders/1` with `token` (every 25 ms, up to 10 s) until the sidecar
+/// answers `want`, as it does once a reload took effect; panics naming `what`.
+pub async fn status_eventually(sidecar: &Sidecar, token: &str, want: u16, what: &str) {
+    let mut status = 0;
+    for _ in 0..400 {
+        status = get_with_key(sidecar, "/orders/1", token).await.status;
+        if status == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{what}: status stayed {status}, wanted {want}");
+}
+
 /// Writes raw bytes on a new connection and reads until the server closes it (or
 /// `within` passes): the text received, and whether the server closed.
 pub async fn raw(addr: SocketAddr, bytes: &[u8], within: Duration) -> (String, bool) {
