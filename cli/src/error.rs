@@ -219,6 +219,14 @@ pub enum Error {
     /// Writing to stdout or stderr failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    /// A result could not be encoded for `-o json|yaml`.
+    #[error("encoding {format} output: {message}")]
+    Encode {
+        /// `json` or `yaml`.
+        format: &'static str,
+        /// The encoder's message.
+        message: String,
+    },
 }
 
 /// An error and its sources as one line, without repeating a source that the outer

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod commands;
 pub mod error;
 pub mod key;
+pub mod machine;
 pub mod manifest;
 pub mod output;
 pub mod sidecars;
@@ -88,7 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::List(args) => {
                 let (client, ns) = cluster::connect(&args.cluster).await?;
                 let scope = (!args.all_namespaces).then_some(ns.as_str());
-                commands::list::run(&client, scope, &mut out)
+                commands::list::run(&client, scope, args.output, &mut out)
                     .await
                     .context("list ApiKeys")
             }
@@ -120,7 +121,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Describe(args) => {
                 let (client, ns) = cluster::connect(&args.cluster).await?;
                 let what = format!("describe ApiKey {ns}/{}", args.name);
-                commands::describe::run(&client, &ns, &args.name, jiff::Timestamp::now(), &mut out)
+                let now = jiff::Timestamp::now();
+                commands::describe::run(&client, &ns, &args.name, args.output, now, &mut out)
                     .await
                     .context(what)
             }

@@ -10,7 +10,7 @@ use clap::Parser;
 use http::{Method, Request, Response};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Client, client::Body};
-use kubectl_turnpike::{Cli, Command, Error, commands, output::Out};
+use kubectl_turnpike::{Cli, Command, Error, commands, machine::Format, output::Out};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle, SendResponse};
 use turnpike_api::token::Token;
@@ -459,7 +459,7 @@ async fn issue_forbidden_create() {
 #[tokio::test(start_paused = true)]
 async fn list_all_namespaces() {
     let (client, mut api) = ApiServer::new();
-    let ran = drive!(out => commands::list::run(&client, None, &mut out), async {
+    let ran = drive!(out => commands::list::run(&client, None, Format::Table, &mut out), async {
         let mut other = apikey(json!({"scopes": ["a", "b"], "owner": "ops"}), pending());
         other["metadata"]["namespace"] = json!("web");
         other["metadata"]["name"] = json!("ci");
@@ -496,7 +496,7 @@ async fn list_all_namespaces() {
 #[tokio::test(start_paused = true)]
 async fn list_empty_namespace_says_so_on_stderr() {
     let (client, mut api) = ApiServer::new();
-    let ran = drive!(out => commands::list::run(&client, Some(NS), &mut out), async {
+    let ran = drive!(out => commands::list::run(&client, Some(NS), Format::Table, &mut out), async {
         let list = json!({"apiVersion": "turnpike.dev/v1alpha1", "kind": "ApiKeyList", "metadata": {}, "items": []});
         api.json(Method::GET, KEYS, 200, list).await;
     });
@@ -510,9 +510,44 @@ async fn list_empty_namespace_says_so_on_stderr() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn list_as_json_and_yaml_parses_back_without_the_hash() {
+    for format in [Format::Json, Format::Yaml] {
+        let (client, mut api) = ApiServer::new();
+        let ran = drive!(out => commands::list::run(&client, Some(NS), format, &mut out), async {
+            let gitops = json!({"scopes": ["orders:read"], "keyId": "7k2m9q4xw3ab", "hash": HASH});
+            let list = json!({
+                "apiVersion": "turnpike.dev/v1alpha1", "kind": "ApiKeyList", "metadata": {},
+                "items": [apikey(gitops, active("7k2m9q4xw3ab"))],
+            });
+            api.json(Method::GET, KEYS, 200, list).await;
+        });
+        ran.result.as_ref().unwrap();
+        assert!(!ran.stdout.contains("argon2"), "{format:?}: {}", ran.stdout);
+        assert!(ran.stderr.is_empty(), "{}", ran.stderr);
+        let v: Value = match format {
+            Format::Json => serde_json::from_str(&ran.stdout).unwrap(),
+            _ => serde_saphyr::from_str(&ran.stdout).unwrap(),
+        };
+        assert_eq!(v["items"][0]["name"], "billing");
+        assert_eq!(v["items"][0]["keyId"], "7k2m9q4xw3ab");
+        assert_eq!(v["items"][0]["phase"], "Active");
+    }
+    // No ApiKeys: still a document, so a script's parser does not choke.
+    let (client, mut api) = ApiServer::new();
+    let ran = drive!(out => commands::list::run(&client, Some(NS), Format::Json, &mut out), async {
+        let list = json!({"apiVersion": "turnpike.dev/v1alpha1", "kind": "ApiKeyList", "metadata": {}, "items": []});
+        api.json(Method::GET, KEYS, 200, list).await;
+    });
+    ran.result.as_ref().unwrap();
+    let v: Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(v, json!({"items": []}));
+    assert!(ran.stderr.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn list_forbidden_cluster_wide() {
     let (client, mut api) = ApiServer::new();
-    let ran = drive!(out => commands::list::run(&client, None, &mut out), async {
+    let ran = drive!(out => commands::list::run(&client, None, Format::Table, &mut out), async {
         api.json(Method::GET, ALL_KEYS, 403, forbidden("list", "apikeys")).await;
     });
     assert!(matches!(
@@ -527,7 +562,7 @@ async fn list_forbidden_cluster_wide() {
 #[tokio::test(start_paused = true)]
 async fn list_without_crds() {
     let (client, mut api) = ApiServer::new();
-    let ran = drive!(out => commands::list::run(&client, Some(NS), &mut out), async {
+    let ran = drive!(out => commands::list::run(&client, Some(NS), Format::Table, &mut out), async {
         api.text(Method::GET, KEYS, 404, "404 page not found").await;
     });
     assert!(
@@ -707,7 +742,7 @@ async fn rotate_times_out_and_says_the_request_stays() {
 async fn describe_shows_status_and_its_own_events() {
     let (client, mut api) = ApiServer::new();
     let now: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
-    let ran = drive!(out => commands::describe::run(&client, NS, "billing", now, &mut out), async {
+    let ran = drive!(out => commands::describe::run(&client, NS, "billing", Format::Table, now, &mut out), async {
         let gitops = json!({"scopes": ["orders:read"], "keyId": "7k2m9q4xw3ab", "hash": HASH});
         api.json(Method::GET, KEY, 200, apikey(gitops, active("7k2m9q4xw3ab"))).await;
         let event = |reason: &str, uid: &str, at: &str| json!({
@@ -752,10 +787,35 @@ async fn describe_shows_status_and_its_own_events() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn describe_as_json_carries_status_and_events_but_no_hash() {
+    let (client, mut api) = ApiServer::new();
+    let now: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+    let ran = drive!(out => commands::describe::run(&client, NS, "billing", Format::Json, now, &mut out), async {
+        let gitops = json!({"scopes": ["orders:read"], "keyId": "7k2m9q4xw3ab", "hash": HASH});
+        api.json(Method::GET, KEY, 200, apikey(gitops, active("7k2m9q4xw3ab"))).await;
+        api.json(Method::GET, EVENTS, 403, forbidden("list", "events")).await;
+    });
+    ran.result.as_ref().unwrap();
+    assert!(!ran.stdout.contains("argon2"), "{}", ran.stdout);
+    let v: Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(v["keyId"], "7k2m9q4xw3ab");
+    assert_eq!(v["keySource"], "offline");
+    assert_eq!(v["conditions"][0]["message"], "accepted by targets: orders");
+    assert_eq!(v["events"], json!([]));
+    assert!(
+        v["eventsError"]
+            .as_str()
+            .unwrap()
+            .starts_with("forbidden: your credentials may not list events.events.k8s.io"),
+        "{v}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn describe_falls_back_when_the_field_selector_is_refused_and_survives_rbac() {
     let (client, mut api) = ApiServer::new();
     let now: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
-    let ran = drive!(out => commands::describe::run(&client, NS, "billing", now, &mut out), async {
+    let ran = drive!(out => commands::describe::run(&client, NS, "billing", Format::Table, now, &mut out), async {
         api.json(Method::GET, KEY, 200, apikey(spec(), active("7k2m9q4xw3ab"))).await;
         let refused = status(400, "BadRequest", "field label not supported: regarding.kind", json!({}));
         api.json(Method::GET, EVENTS, 400, refused).await;

@@ -7,7 +7,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use kube::Client;
 use serde_json::{Value, json};
 
@@ -15,18 +15,11 @@ use super::{key_id, phase_text};
 use crate::apikeys::ApiKeys;
 use crate::cluster::{self, ClusterArgs};
 use crate::error::Error;
+use crate::machine;
+pub use crate::machine::Format;
 use crate::output::{NONE, Out, table};
 use crate::sidecars::{self, AdminToken, PodError, SidecarPod, Via};
 use crate::validate;
-
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// A table for people.
-    Table,
-    /// JSON: each sidecar's answer as it is, or its error.
-    Json,
-}
 
 /// Arguments of `usage`.
 #[derive(Debug, Args)]
@@ -52,8 +45,9 @@ pub struct UsageArgs {
     /// --sidecar-url).
     #[arg(long, value_name = "ID", value_parser = key_id_arg)]
     pub key_id: Option<String>,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    /// Output format: a table, or JSON/YAML for scripts with each sidecar's answer
+    /// (masked: never a hash or token) or its error.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
     pub output: Format,
     /// How long each sidecar has to answer (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = validate::timeout)]
@@ -198,8 +192,9 @@ pub fn problems(usage: &Usage) -> Vec<String> {
         .collect()
 }
 
-/// The JSON document: each sidecar's answer as it is (masked metadata and usage), or
-/// `{"reason", "message"}`.
+/// The document `-o json|yaml` prints: each sidecar's answer as it is (masked
+/// metadata and usage), or `{"reason", "message"}`. [`machine::write`] masks any
+/// token or hash in it once more before printing.
 pub fn render_json(usage: &Usage) -> Value {
     json!({
         "namespace": usage.namespace,
@@ -225,11 +220,7 @@ pub fn render_json(usage: &Usage) -> Value {
 pub fn print(usage: &Usage, format: Format, out: &mut Out<'_>) -> Result<(), Error> {
     match format {
         Format::Table => out.out.write_all(render_table(usage).as_bytes())?,
-        Format::Json => {
-            let text = serde_json::to_string_pretty(&render_json(usage))
-                .map_err(|e| Error::State(format!("encoding JSON: {e}")))?;
-            writeln!(out.out, "{text}")?;
-        }
+        Format::Json | Format::Yaml => machine::write(&render_json(usage), format, out.out)?,
     }
     for p in problems(usage) {
         writeln!(out.err, "{p}")?;
@@ -489,6 +480,41 @@ mod tests {
         let v: Value = serde_json::from_slice(&o).unwrap();
         assert_eq!(v["sidecars"].as_array().unwrap().len(), 2);
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn yaml_says_what_json_says_and_masks_what_a_sidecar_should_not_send() {
+        let token = turnpike_api::token::Token::mint().unwrap();
+        let mut usage = sample();
+        usage.reports.pop();
+        // A sidecar is not supposed to answer a hash or a token; if one ever did, the
+        // plugin still would not print it.
+        if let Ok(answer) = &mut usage.reports[0].answer {
+            answer["owner"] = json!(token.expose_token());
+            answer["hash"] = json!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$ZGlnZXN0ZGlnZXN0");
+        }
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let mut out = Out {
+            out: &mut o,
+            err: &mut e,
+        };
+        print(&usage, Format::Yaml, &mut out).unwrap();
+        let text = String::from_utf8(o).unwrap();
+        for secret in [
+            token.expose_token(),
+            "$argon2id$",
+            "c2FsdHNhbHQ",
+            "ZGlnZXN0",
+        ] {
+            assert!(!text.contains(secret), "leaks {secret}: {text}");
+        }
+        let v: Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(v["keyId"], "7k2m9q4xw3ab");
+        assert_eq!(v["sidecars"][0]["pod"], "orders-7d9f-abcde");
+        assert_eq!(v["sidecars"][0]["usage"]["owner"], "tpk_***");
+        assert_eq!(v["sidecars"][0]["usage"]["hash"], "$argon2***");
+        assert_eq!(v["sidecars"][1]["usage"]["usage"]["lockedForMs"], 899_001);
+        assert_eq!(v, machine::redact(render_json(&usage)));
     }
 
     #[test]
