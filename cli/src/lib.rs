@@ -10,6 +10,7 @@ pub mod apikeys;
 pub mod cluster;
 pub mod commands;
 pub mod error;
+pub mod generate;
 pub mod key;
 pub mod machine;
 pub mod manifest;
@@ -52,10 +53,14 @@ pub enum Command {
     /// today, lockout. Needs `get` on Secret turnpike.admin, `list` pods and `get`
     /// pods/proxy in the namespace (see docs/plugin.md).
     Usage(commands::usage::UsageArgs),
+    /// Print a shell completion script (bash, zsh, fish); see docs/plugin.md to install it.
+    Completion(generate::CompletionArgs),
+    /// Print the man page (roff), or write one page per command with --out-dir.
+    Man(generate::ManArgs),
 }
 
-/// Runs a parsed command line. Offline commands never touch the network; the others
-/// build a client and a Tokio runtime first.
+/// Runs a parsed command line. Offline commands (`key`, `completion`, `man`) never
+/// touch the network; the others build a client and a Tokio runtime first.
 ///
 /// # Errors
 /// Whatever the command reports; the caller prints it and exits with code 1.
@@ -64,6 +69,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
     let command = match cli.command {
         Command::Key(command) => return key::run(command),
+        Command::Completion(args) => return Ok(generate::run_completion(&args)?),
+        Command::Man(args) => return Ok(generate::run_man(&args)?),
         other => other,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -79,6 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         };
         match command {
             Command::Key(command) => key::run(command),
+            Command::Completion(args) => Ok(generate::run_completion(&args)?),
+            Command::Man(args) => Ok(generate::run_man(&args)?),
             Command::Issue(args) => {
                 let (client, ns) = cluster::connect(&args.cluster).await?;
                 let what = format!("issue ApiKey {ns}/{}", args.name);
