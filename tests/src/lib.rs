@@ -276,6 +276,44 @@ pub fn events_for(ns: &str, kind: &str, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One Event the sidecar wrote (`reportingController: turnpike.dev/sidecar`).
+#[derive(Debug, Clone)]
+pub struct SidecarEvent {
+    /// Its reason (`ScopeDenied`, `RevokedKeyUsed`, ...).
+    pub reason: String,
+    /// The name of the object it regards (the ApiKey, policy or pod).
+    pub regarding: String,
+    /// How many occurrences it stands for (`series.count`, 1 without a series).
+    pub count: u64,
+    /// Its note (key id, route, client IP).
+    pub note: String,
+}
+
+/// The Events the sidecars wrote in `ns` (none while `kubectl` fails).
+pub fn sidecar_events(ns: &str) -> Vec<SidecarEvent> {
+    let run = kubectl(
+        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
+        None,
+    );
+    if !run.ok {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reportingController"] == "turnpike.dev/sidecar")
+        .map(|e| SidecarEvent {
+            reason: text(&e["reason"]),
+            regarding: text(&e["regarding"]["name"]),
+            count: e["series"]["count"].as_u64().unwrap_or(1),
+            note: text(&e["note"]),
+        })
+        .collect()
+}
+
 /// The public keys the operator of `system_ns` signs bundles with, as its ConfigMap
 /// `turnpike-bundle-trust` publishes them, in `TURNPIKE_BUNDLE_TRUST` form
 /// (comma-separated), once it has published them.

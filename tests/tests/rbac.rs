@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::Value;
 use turnpike_e2e::{
     Process, binary, bundle_trust, can_i, curl, events_for, eventually, install_crds, jsonpath,
-    kubeconfig_as, kubectl, kubectl_ok, namespace, repo_root, service_account_user,
+    kubeconfig_as, kubectl, kubectl_ok, namespace, repo_root, service_account_user, sidecar_events,
     start_operator_with_env, upstream,
 };
 
@@ -373,27 +373,6 @@ fn the_operator_does_its_job_with_exactly_its_rbac() {
     drop(cleanup);
 }
 
-/// Sidecar Events of `ns`: (reason, series count).
-fn sidecar_events(ns: &str) -> Vec<(String, u64)> {
-    let run = kubectl(
-        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
-        None,
-    );
-    let v: Value = serde_json::from_str(&run.stdout).unwrap_or_default();
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["reportingController"] == "turnpike.dev/sidecar")
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["series"]["count"].as_u64().unwrap_or(1),
-            )
-        })
-        .collect()
-}
-
 /// The Role the operator wrote for the sidecars of `ns` (target `orders`), proven on
 /// the real authorizer and by the real sidecar acting as a ServiceAccount of `ns`.
 fn the_sidecar_may_do_its_job_and_nothing_else(ns: &str, system: &str, op: &Process) {
@@ -543,7 +522,7 @@ fn the_sidecar_may_do_its_job_and_nothing_else(ns: &str, system: &str, op: &Proc
     eventually("a ScopeDenied Event created by the sidecar", WAIT, || {
         sidecar_events(ns)
             .iter()
-            .any(|(r, _)| r == "ScopeDenied")
+            .any(|e| e.reason == "ScopeDenied")
             .then_some(())
     });
     // Repeats after the series interval: the same Event, patched.
@@ -551,7 +530,7 @@ fn the_sidecar_may_do_its_job_and_nothing_else(ns: &str, system: &str, op: &Proc
         assert_eq!(curl(&["-H", &key, &admin_route]).0, 403);
         sidecar_events(ns)
             .iter()
-            .any(|(r, count)| r == "ScopeDenied" && *count >= 2)
+            .any(|e| e.reason == "ScopeDenied" && e.count >= 2)
             .then_some(())
     });
     // The watch (not only the first list) is authorized: a revocation arrives.

@@ -15,11 +15,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use turnpike_api::bundle::{self, KeyBundle, Sealed as _};
 use turnpike_e2e::{
     Process, binary, bundle_trust, curl, eventually, free_port, install_crds, jsonpath, kubectl,
-    kubectl_ok, namespace, start_operator, upstream,
+    kubectl_ok, namespace, sidecar_events, start_operator, upstream,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -86,32 +85,6 @@ fn metric(admin: u16, prefix: &str) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
-}
-
-/// Sidecar Events of the namespace: (reason, regarding name, series count, note).
-fn sidecar_events(ns: &str) -> Vec<(String, String, u64, String)> {
-    let run = kubectl(
-        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
-        None,
-    );
-    let v: Value = serde_json::from_str(&run.stdout).unwrap_or_default();
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["reportingController"] == "turnpike.dev/sidecar")
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["regarding"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                e["series"]["count"].as_u64().unwrap_or(1),
-                e["note"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -263,8 +236,8 @@ fn the_sidecar_watches_its_bundle_and_reports_aggregated_events() {
         WAIT,
         || {
             let all = sidecar_events(&ns);
-            let denied: Vec<_> = all.iter().filter(|e| e.0 == "ScopeDenied").collect();
-            (denied.len() == 1 && denied[0].2 == STORM + probes).then_some(all)
+            let denied: Vec<_> = all.iter().filter(|e| e.reason == "ScopeDenied").collect();
+            (denied.len() == 1 && denied[0].count == STORM + probes).then_some(all)
         },
     );
     let writes = metric(admin, "turnpike_sidecar_event_writes_total");
@@ -273,11 +246,11 @@ fn the_sidecar_watches_its_bundle_and_reports_aggregated_events() {
         "storm: {STORM} refused requests in {storm_secs:.1} s -> {} sidecar Event(s), {writes} API writes, {dropped} dropped",
         events.len()
     );
-    let denied = events.iter().find(|e| e.0 == "ScopeDenied").unwrap();
-    assert_eq!(denied.1, "gen");
+    let denied = events.iter().find(|e| e.reason == "ScopeDenied").unwrap();
+    assert_eq!(denied.regarding, "gen");
     let key_id = token.split('_').nth(1).unwrap();
-    assert!(denied.3.contains(key_id) && denied.3.contains("GET /admin/users"));
-    assert!(denied.3.contains("127.0.0.1"), "{}", denied.3);
+    assert!(denied.note.contains(key_id) && denied.note.contains("GET /admin/users"));
+    assert!(denied.note.contains("127.0.0.1"), "{}", denied.note);
     // One create, then at most one patch per 2 s series interval of the storm (and
     // the one after it): a bound that does not depend on the request count.
     let bound = 2 + (storm_secs / 2.0).ceil() as u64;
@@ -310,7 +283,7 @@ fn the_sidecar_watches_its_bundle_and_reports_aggregated_events() {
     eventually("a RevokedKeyUsed Event regarding gen", WAIT, || {
         sidecar_events(&ns)
             .iter()
-            .any(|e| e.0 == "RevokedKeyUsed" && e.1 == "gen" && e.2 >= 2)
+            .any(|e| e.reason == "RevokedKeyUsed" && e.regarding == "gen" && e.count >= 2)
             .then_some(())
     });
 
