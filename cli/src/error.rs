@@ -216,8 +216,9 @@ pub enum Error {
     /// The object is in a state the command cannot act on.
     #[error("{0}")]
     State(String),
-    /// Writing to stdout or stderr failed.
-    #[error("writing output: {0}")]
+    /// Writing to stdout or stderr failed (the cause is the error's source, printed
+    /// once by `{:#}`).
+    #[error("writing output")]
     Output(#[from] std::io::Error),
     /// A result could not be encoded for `-o json|yaml`.
     #[error("encoding {format} output: {message}")]

@@ -1,7 +1,8 @@
 //! `kubectl-turnpike`: the Turnpike kubectl plugin.
 //!
 //! Exit codes: 0 success, 2 usage errors (bad flags or values, reported by clap),
-//! 1 any other failure.
+//! 1 any other failure. A reader that stops early (`| head`) is not a failure: the
+//! plugin stops writing and exits 0 without a message, as other command-line tools do.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -14,9 +15,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match kubectl_turnpike::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `err` comes from writing to a pipe whose reader has gone.
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -161,3 +161,22 @@ fn key_commands_stay_offline() {
         .assert()
         .success();
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_failure() {
+    use std::process::{Command as Process, Stdio};
+    // The pipe's read end is closed before the plugin has started, so its first write
+    // fails with EPIPE (Rust ignores SIGPIPE): `kubectl turnpike ... | head` in a script.
+    let mut child = Process::new(env!("CARGO_BIN_EXE_kubectl-turnpike"))
+        .args(["completion", "bash"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
