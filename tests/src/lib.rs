@@ -252,8 +252,8 @@ pub fn jsonpath(kind: &str, ns: &str, name: &str, path: &str) -> String {
     if run.ok { run.stdout } else { String::new() }
 }
 
-/// Events (events.k8s.io/v1) regarding an object, as (reason, note) pairs.
-pub fn events_for(ns: &str, kind: &str, name: &str) -> Vec<(String, String)> {
+/// Every Event (events.k8s.io/v1) in `ns`, as JSON (none while `kubectl` fails).
+fn events_in(ns: &str) -> Vec<serde_json::Value> {
     let run = kubectl(
         &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
         None,
@@ -261,11 +261,17 @@ pub fn events_for(ns: &str, kind: &str, name: &str) -> Vec<(String, String)> {
     if !run.ok {
         return Vec::new();
     }
-    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let mut v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    match v["items"].take() {
+        serde_json::Value::Array(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// Events (events.k8s.io/v1) regarding an object, as (reason, note) pairs.
+pub fn events_for(ns: &str, kind: &str, name: &str) -> Vec<(String, String)> {
+    events_in(ns)
+        .iter()
         .filter(|e| e["regarding"]["kind"] == kind && e["regarding"]["name"] == name)
         .map(|e| {
             (
@@ -291,19 +297,9 @@ pub struct SidecarEvent {
 
 /// The Events the sidecars wrote in `ns` (none while `kubectl` fails).
 pub fn sidecar_events(ns: &str) -> Vec<SidecarEvent> {
-    let run = kubectl(
-        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
-        None,
-    );
-    if !run.ok {
-        return Vec::new();
-    }
-    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    events_in(ns)
+        .iter()
         .filter(|e| e["reportingController"] == "turnpike.dev/sidecar")
         .map(|e| SidecarEvent {
             reason: text(&e["reason"]),
